@@ -1,0 +1,125 @@
+"""Projected gradient descent (Madry et al. 2018): one loop for every threat model and objective."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .objectives import CrossEntropyObjective
+from .threat import RandomStart, ThreatModel
+
+
+class Objective(Protocol):
+    def loss(self, logits: Tensor) -> Tensor: ...
+
+    def success(self, logits: Tensor) -> Tensor: ...
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode; restore each one's own mode afterwards, even on error."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class PGD:
+    """L-p PGD on inputs in [0, 1], with the model in eval mode.
+
+    Args:
+        threat: the ball (``LinfBall(8/255)``, ``L2Ball(0.5)``).
+        steps: ascent steps per restart.
+        step_size: length of a step; ``eps / 4`` by default (2/255 at 8/255).
+        random_start: ``UNIFORM`` in the ball, ``NORMAL`` (0.001 N(0, 1), as TRADES) or ``NONE``.
+        restarts: independent runs; each example keeps its worst case over them.
+        keep_best: return each example's worst iterate seen (evaluation), not the last (training).
+        autocast: a reduced-precision dtype for the forward passes, or None for fp32.
+
+    The worst case is "misclassified" first, then "higher loss". The model's device
+    is taken from the input. Example::
+
+        attack = PGD(LinfBall(8 / 255), steps=20)
+        x_adv = attack(model, x, CrossEntropyObjective(y))
+    """
+
+    threat: ThreatModel
+    steps: int = 10
+    step_size: float | None = None
+    random_start: RandomStart = RandomStart.UNIFORM
+    restarts: int = 1
+    keep_best: bool = False
+    autocast: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ConfigError("attack-steps", self.steps, "use a non-negative number of steps")
+        if self.restarts < 1:
+            raise ConfigError("restarts", self.restarts, "use at least one restart")
+        if self.step_size is None:
+            self.step_size = self.threat.eps / 4
+        if self.step_size < 0:
+            raise ConfigError("step-size", self.step_size, "use a non-negative step size")
+
+    def __call__(self, model: nn.Module, x: Tensor, objective: Objective | Tensor) -> Tensor:
+        if isinstance(objective, Tensor):
+            objective = CrossEntropyObjective(objective)
+        x = x.detach()
+        with evaluating(model):
+            best_x, best_key = None, None
+            for _ in range(self.restarts):
+                x_adv, key = self._run(model, x, objective)
+                best_x, best_key = _keep_worse(best_x, best_key, x_adv, key)
+        return best_x
+
+    def _score(self, model: nn.Module, x_adv: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
+        with _autocast(x_adv.device, self.autocast):
+            logits = model(x_adv)
+        return objective.loss(logits), objective.success(logits)
+
+    def _run(self, model: nn.Module, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
+        x_adv = self.threat.start(x, self.random_start)
+        best_x, best_key = None, None
+        for _ in range(self.steps):
+            x_adv.requires_grad_(True)
+            loss, success = self._score(model, x_adv, objective)
+            if self.keep_best:
+                best_x, best_key = _keep_worse(best_x, best_key, x_adv.detach(), _key(loss, success))
+            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+            x_adv = self.threat.project(self.threat.ascent(x_adv.detach(), grad, self.step_size), x)
+        needs_key = self.keep_best or self.restarts > 1
+        if not needs_key:
+            return x_adv, torch.zeros(0)
+        with torch.no_grad():
+            loss, success = self._score(model, x_adv, objective)
+        return _keep_worse(best_x, best_key, x_adv, _key(loss, success))
+
+
+def _key(loss: Tensor, success: Tensor) -> Tensor:
+    """A per-example score where any success outranks any loss."""
+    loss = loss.detach().float()
+    return torch.where(success, torch.full_like(loss, float("inf")), loss)
+
+
+def _keep_worse(best_x: Tensor | None, best_key: Tensor | None, x: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
+    if best_x is None or best_key is None or best_key.numel() == 0:
+        return x, key
+    better = key > best_key
+    mask = better.view(-1, *([1] * (x.ndim - 1)))
+    return torch.where(mask, x, best_x), torch.where(better, key, best_key)

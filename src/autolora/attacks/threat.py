@@ -1,0 +1,123 @@
+"""Threat models: the geometry of an attack (start, step, projection), apart from its loop."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+
+class RandomStart(enum.Enum):
+    """Where PGD starts: the clean input, uniform in the ball, or ``x + 0.001 * N(0, 1)`` (TRADES)."""
+
+    NONE = "none"
+    UNIFORM = "uniform"
+    NORMAL = "normal"
+
+
+TRADES_START_STD = 0.001
+
+
+def _per_example_norm(t: Tensor, p: float) -> Tensor:
+    return t.flatten(1).norm(p=p, dim=1).view(-1, *([1] * (t.ndim - 1)))
+
+
+@dataclass(frozen=True)
+class ThreatModel(ABC):
+    """A perturbation budget ``eps`` around an input in [0, 1]."""
+
+    eps: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eps <= 1.0:
+            raise ConfigError("eps", self.eps, "use a budget in [0, 1] (e.g. 8/255)")
+
+    name = "?"
+
+    @abstractmethod
+    def uniform(self, x: Tensor) -> Tensor:
+        """A random point of the ball around ``x`` (before clipping to [0, 1])."""
+
+    @abstractmethod
+    def ascent(self, x_adv: Tensor, grad: Tensor, step_size: float) -> Tensor:
+        """One steepest-ascent step of length ``step_size`` in this norm."""
+
+    @abstractmethod
+    def project_ball(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """The nearest point of the ball around ``x``."""
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Project onto the ball around ``x``, then clip to the image range [0, 1]."""
+        return self.project_ball(x_adv, x).clamp_(0.0, 1.0)
+
+    def start(self, x: Tensor, kind: RandomStart) -> Tensor:
+        if kind is RandomStart.UNIFORM:
+            x_adv = self.uniform(x)
+        elif kind is RandomStart.NORMAL:
+            x_adv = x + TRADES_START_STD * torch.randn_like(x)
+        else:
+            x_adv = x.clone()
+        return self.project(x_adv, x)
+
+    @abstractmethod
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Per-example distance in this norm."""
+
+
+@dataclass(frozen=True)
+class LinfBall(ThreatModel):
+    """``||x_adv - x||_inf <= eps``: sign-gradient steps, coordinate-wise clipping."""
+
+    name = "Linf"
+
+    def uniform(self, x: Tensor) -> Tensor:
+        return x + torch.empty_like(x).uniform_(-self.eps, self.eps)
+
+    def ascent(self, x_adv: Tensor, grad: Tensor, step_size: float) -> Tensor:
+        return x_adv + step_size * grad.sign()
+
+    def project_ball(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        return torch.min(torch.max(x_adv, x - self.eps), x + self.eps)
+
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        return (x_adv - x).flatten(1).abs().amax(dim=1)
+
+
+@dataclass(frozen=True)
+class L2Ball(ThreatModel):
+    """``||x_adv - x||_2 <= eps``: normalised-gradient steps, radial projection."""
+
+    name = "L2"
+
+    def uniform(self, x: Tensor) -> Tensor:
+        direction = torch.randn_like(x)
+        direction = direction / _per_example_norm(direction, 2).clamp_min(1e-12)
+        dims = x[0].numel()
+        radius = self.eps * torch.rand(x.shape[0], device=x.device, dtype=x.dtype).pow(1.0 / dims)
+        return x + direction * radius.view(-1, *([1] * (x.ndim - 1)))
+
+    def ascent(self, x_adv: Tensor, grad: Tensor, step_size: float) -> Tensor:
+        return x_adv + step_size * grad / _per_example_norm(grad, 2).clamp_min(1e-12)
+
+    def project_ball(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        delta = x_adv - x
+        factor = (self.eps / _per_example_norm(delta, 2).clamp_min(1e-12)).clamp(max=1.0)
+        return x + delta * factor
+
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        return (x_adv - x).flatten(1).norm(p=2, dim=1)
+
+
+THREAT_MODELS: dict[str, type[ThreatModel]] = {"Linf": LinfBall, "L2": L2Ball}
+
+
+def threat_model(norm: str, eps: float) -> ThreatModel:
+    """The threat model for ``norm`` ("Linf" or "L2") and budget ``eps``."""
+    if norm not in THREAT_MODELS:
+        raise ConfigError("norm", norm, f"choose one of: {', '.join(THREAT_MODELS)}")
+    return THREAT_MODELS[norm](eps)

@@ -1,0 +1,62 @@
+"""Terminal output: epoch lines, a transient batch bar with ETA, warnings and one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..train.progress import format_epoch
+
+out = Console()
+err = Console(stderr=True)
+
+
+class RichReporter:
+    """Prints one line per epoch; shows a batch bar with ETA when the terminal is interactive."""
+
+    def epoch(self, row: dict[str, Any], eta_seconds: float | None) -> None:
+        out.print(format_epoch(row, eta_seconds), markup=False, highlight=False)
+
+    def message(self, text: str) -> None:
+        out.print(text, markup=False, highlight=False)
+
+    def warning(self, text: str) -> None:
+        err.print("[yellow]warning:[/] " + escape(text), highlight=False)
+
+    @contextlib.contextmanager
+    def batches(self, total: int, description: str) -> Iterator[Callable[[], None]]:
+        if not err.is_terminal:
+            yield lambda: None
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err, transient=True) as progress:
+            task = progress.add_task(description, total=total)
+            yield lambda: progress.advance(task)
+
+
+class _WarningHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print("[yellow]warning:[/] " + escape(record.getMessage()), highlight=False)
+
+
+def configure_logging() -> None:
+    """Library warnings go to stderr as ``warning: ...`` lines."""
+    logger = logging.getLogger("autolora")
+    if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
+        handler = _WarningHandler(level=logging.WARNING)
+        logger.addHandler(handler)
+        logger.propagate = False
+    # pyautoattack's sanity warnings are collected into the evaluation JSON and shown from there.
+    logging.getLogger("auto-attack").propagate = False
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print("[red]error:[/] " + escape(message), highlight=False, soft_wrap=True)
+    sys.exit(code)

@@ -1,0 +1,177 @@
+"""``autolora pretrain`` and ``autolora finetune``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import api
+from ..data import DataConfig
+from ..errors import ConfigError
+from ..eval import EvalConfig
+from ..models import InputOverrides
+from ..train.config import AttackConfig, TrainConfig
+from ..train.methods import FINETUNE_METHODS, PRETRAIN_METHODS
+from . import options as o
+from .app import command
+from .reporter import RichReporter
+from .summary import print_summary
+
+DEFAULT_FINETUNE_LR = {"autolora": 0.1, "vanilla": 0.01, "slf": 0.01, "alf": 0.01, "aff": 0.01}
+
+
+def test_evaluation(eval_extra: str | None, eps: float, seed: int, version: str, n: int | None) -> EvalConfig:
+    """The final test evaluation of a training run: clean and PGD-20, plus what ``--eval`` adds."""
+    extra = o.parse_list(eval_extra)
+    unknown = [e for e in extra if e not in ("autoattack", "corruptions")]
+    if unknown:
+        raise ConfigError("eval", eval_extra, "add autoattack and/or corruptions (clean and PGD-20 always run)")
+    return EvalConfig(("clean", "pgd", *extra), eps=eps, seed=seed, autoattack_version=version, autoattack_n=n)
+
+
+@command("pretrain", "autolora pretrain --dataset fashion-mnist --model resnet8 --epochs 4 --eps 0.1 --out runs/fmnist")
+def pretrain(
+    dataset: o.Dataset,
+    out: o.Out,
+    model: Annotated[str, typer.Option(help="Registry architecture (see `autolora models`).")] = "resnet20",
+    method: Annotated[str, typer.Option(help=f"{' or '.join(PRETRAIN_METHODS)}.")] = "pgd-at",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    eps: o.Eps = "8/255",
+    attack_steps: o.AttackSteps = 7,
+    lr: Annotated[float, typer.Option(help="Initial learning rate (SGD, momentum 0.9).")] = 0.1,
+    schedule: Annotated[str, typer.Option(help="cosine or step (x0.1 at 50% and 75%).")] = "cosine",
+    weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 5e-4,
+    batch_size: o.BatchSize = 128,
+    beta: Annotated[float, typer.Option(help="TRADES beta (method trades).")] = 6.0,
+    classes: o.Classes = None,
+    limit_train: o.LimitTrain = None,
+    limit_test: o.LimitTest = None,
+    augment: o.Augment = None,
+    eval: Annotated[
+        str | None, typer.Option(help="Also measure autoattack and/or corruptions on the test split.")
+    ] = None,
+    autoattack_version: o.AutoAttackVersion = "standard",
+    autoattack_n: o.AutoAttackN = None,
+    precision: o.Precision = "fp32",
+    channels_last: o.ChannelsLast = False,
+    resume: o.Resume = False,
+    overwrite: o.Overwrite = False,
+    seed: o.Seed = 0,
+    device: o.Device = "auto",
+    data_dir: o.DataDir = None,
+    download: o.Download = False,
+    debug: o.Debug = False,
+) -> None:
+    """Adversarially pre-train a registry model (PGD-AT or TRADES), the way robust source models are made."""
+    if method not in PRETRAIN_METHODS:
+        raise ConfigError("method", method, f"pretrain with one of: {', '.join(PRETRAIN_METHODS)}")
+    budget = o.parse_eps(eps)
+    data = DataConfig(dataset, data_dir, download, classes, limit_train, limit_test, augment=augment, seed=seed)
+    config = TrainConfig(
+        method=method,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        beta=beta,
+        attack=AttackConfig(eps=budget, steps=attack_steps),
+        schedule=schedule,
+        precision=precision,
+        channels_last=channels_last,
+        seed=seed,
+        evaluation=test_evaluation(eval, budget, seed, autoattack_version, autoattack_n),
+    )
+    summary = api.pretrain(
+        model, data, config, out, device=device, resume=resume, overwrite=overwrite, reporter=RichReporter()
+    )
+    print_summary(summary, out)
+
+
+@command(
+    "finetune",
+    "autolora finetune --method autolora --checkpoint runs/fmnist --dataset digits --eps 0.1 --out runs/digits",
+)
+def finetune(
+    checkpoint: o.Checkpoint,
+    dataset: o.Dataset,
+    out: o.Out,
+    method: Annotated[str, typer.Option(help=f"{', '.join(FINETUNE_METHODS)}.")] = "autolora",
+    model: o.ModelName = None,
+    eps: o.Eps = "8/255",
+    rank: Annotated[int, typer.Option(help="Rank of the low-rank branch (autolora).")] = 8,
+    max_epochs: Annotated[int, typer.Option(help="Epoch cap of autolora's automatic schedule.")] = 60,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of the baselines (default 30).")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Baselines: the fixed LR (default 0.01). autolora: the start of its rule (default 0.1)."),
+    ] = None,
+    beta: Annotated[float, typer.Option(help="TRADES beta of vanilla.")] = 6.0,
+    attack_steps: o.AttackSteps = 10,
+    val_attack_steps: Annotated[int | None, typer.Option(help="PGD steps on the validation split.")] = None,
+    scalar_samples: Annotated[
+        int, typer.Option(help="Training images on which autolora measures the natural branch's accuracy.")
+    ] = 5000,
+    batch_size: o.BatchSize = 128,
+    weight_decay: Annotated[float, typer.Option(help="SGD weight decay.")] = 1e-4,
+    classes: o.Classes = None,
+    limit_train: o.LimitTrain = None,
+    limit_test: o.LimitTest = None,
+    augment: o.Augment = None,
+    eval: Annotated[
+        str | None, typer.Option(help="Also measure autoattack and/or corruptions on the test split.")
+    ] = None,
+    autoattack_version: o.AutoAttackVersion = "standard",
+    autoattack_n: o.AutoAttackN = None,
+    save_every: Annotated[int | None, typer.Option(help="Save a snapshot every K epochs (for diagnose).")] = None,
+    input_size: o.InputSize = None,
+    mean: o.Mean = None,
+    std: o.Std = None,
+    precision: o.Precision = "fp32",
+    channels_last: o.ChannelsLast = False,
+    resume: o.Resume = False,
+    overwrite: o.Overwrite = False,
+    seed: o.Seed = 0,
+    device: o.Device = "auto",
+    data_dir: o.DataDir = None,
+    download: o.Download = False,
+    debug: o.Debug = False,
+) -> None:
+    """Robustly fine-tune a pre-trained model on a downstream task (AutoLoRa or a baseline)."""
+    if method not in FINETUNE_METHODS:
+        raise ConfigError("method", method, f"fine-tune with one of: {', '.join(FINETUNE_METHODS)}")
+    if method == "autolora" and epochs is not None:
+        raise ConfigError("epochs", epochs, "autolora decides its own epochs; cap them with --max-epochs")
+    budget = o.parse_eps(eps)
+    data = DataConfig(dataset, data_dir, download, classes, limit_train, limit_test, augment=augment, seed=seed)
+    config = TrainConfig(
+        method=method,
+        epochs=max_epochs if method == "autolora" else (epochs or 30),
+        lr=lr if lr is not None else DEFAULT_FINETUNE_LR[method],
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        beta=beta,
+        rank=rank,
+        attack=AttackConfig(eps=budget, steps=attack_steps),
+        val_attack_steps=val_attack_steps,
+        scalar_samples=scalar_samples,
+        precision=precision,
+        channels_last=channels_last,
+        seed=seed,
+        save_every=save_every,
+        evaluation=test_evaluation(eval, budget, seed, autoattack_version, autoattack_n),
+    )
+    overrides = InputOverrides(input_size, o.parse_floats(mean, "mean"), o.parse_floats(std, "std"))
+    summary = api.finetune(
+        checkpoint,
+        data,
+        config,
+        out,
+        architecture=model,
+        overrides=overrides,
+        device=device,
+        resume=resume,
+        overwrite=overwrite,
+        reporter=RichReporter(),
+    )
+    print_summary(summary, out)

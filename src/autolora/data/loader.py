@@ -1,0 +1,105 @@
+"""Batches from an in-memory image set, adapted to the model and kept on its device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..inputs import InputSpec
+from .adapt import InputAdapter
+from .images import ImageSet
+
+# Data sets whose adapted float copy is at most this large are adapted once and kept
+# on the device; larger ones are adapted batch by batch.
+CACHE_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of every global batch under torch.distributed."""
+
+    rank: int = 0
+    world_size: int = 1
+
+
+class BatchLoader:
+    """Yields ``(images, labels)`` on ``device``: float images in [0, 1] fitted to ``spec``.
+
+    Shuffling and augmentation (random crop with 1/8 padding, horizontal flip) draw from a
+    generator seeded by ``(seed, epoch)``, so an epoch's batches depend on nothing else and
+    a resumed run sees exactly the batches an uninterrupted one would. Under a ``Shard``
+    every process takes an interleaved slice of the same global batch.
+    """
+
+    def __init__(
+        self,
+        images: ImageSet,
+        spec: InputSpec,
+        batch_size: int,
+        device: torch.device,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        seed: int = 0,
+        shard: Shard = Shard(),
+    ) -> None:
+        self.images = images
+        self.adapter = InputAdapter(images.shape, spec)
+        self.batch_size = batch_size
+        self.device = device
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = seed
+        self.shard = shard
+        self.labels = images.labels.to(device)
+        self._cached = self._cache()
+
+    def _cache(self) -> Tensor | None:
+        spec = self.adapter.target
+        if len(self.images) * spec.channels * spec.size**2 * 4 > CACHE_BYTES:
+            return None
+        chunks = [
+            self.adapter(self.images.floats(slice(i, i + 1024)).to(self.device))
+            for i in range(0, len(self.images), 1024)
+        ]
+        return torch.cat(chunks) if chunks else None
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def fetch(self, index: Tensor) -> Tensor:
+        if self._cached is not None:
+            return self._cached[index.to(self._cached.device)]
+        return self.adapter(self.images.floats(index).to(self.device))
+
+    def batches(self, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of one epoch, in a deterministic order for ``(seed, epoch)``."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        n = len(self.images)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            index = index[self.shard.rank :: self.shard.world_size]
+            x = self.fetch(index)
+            if self.augment:
+                x = augment_batch(x, generator)
+            yield x, self.labels[index.to(self.labels.device)]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.batches(0)
+
+
+def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Random crop (zero padding of 1/8 of the side) and horizontal flip, per image."""
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
+    flip = torch.rand(n, generator=generator) < 0.5
+    crops = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    return torch.where(flip.view(-1, 1, 1, 1).to(x.device), crops.flip(-1), crops)

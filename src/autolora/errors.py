@@ -1,0 +1,32 @@
+"""The one exception type the command line turns into a clean one-line message."""
+
+from __future__ import annotations
+
+
+class AutoLoraError(Exception):
+    """A problem with the user's input or environment, explained in one line.
+
+    The message names what was wrong (the field, file or value) and how to fix it.
+    The CLI prints it without a traceback; library users catch it like any exception.
+    """
+
+
+class ConfigError(AutoLoraError, ValueError):
+    """A configuration value that is out of range or of the wrong kind."""
+
+    def __init__(self, field: str, value: object, fix: str) -> None:
+        super().__init__(f"{field}={value!r} is invalid: {fix}")
+        self.field = field
+        self.value = value
+
+
+class CheckpointError(AutoLoraError):
+    """A checkpoint that is missing, unreadable, unsafe or for another model."""
+
+
+class DataError(AutoLoraError):
+    """A data set that is missing, unknown or cannot be adapted to the model."""
+
+
+class NonFiniteLossError(AutoLoraError):
+    """The training loss became NaN or infinite."""

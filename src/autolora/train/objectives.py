@@ -1,0 +1,123 @@
+"""Training objectives, each one small: AutoLoRa, TRADES, CE on PGD examples, plain CE.
+
+An objective takes the (possibly DDP-wrapped) model and a batch and returns the loss and
+the logits on which the training accuracy is read. Attacks run on the unwrapped model in
+eval mode; the losses' forwards run in the model's own (training) mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attacks import PGD, CrossEntropyObjective, KLObjective
+from ..attacks.pgd import evaluating
+from ..lora import natural_forward, unwrap
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor
+    logits: Tensor  # the logits whose accuracy is logged as training accuracy
+    natural_logits: Tensor | None = None
+
+
+class Objective(Protocol):
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput: ...
+
+
+def kl_batchmean(p_logits: Tensor, q_logits: Tensor) -> Tensor:
+    """KL(softmax(p) || softmax(q)) summed over the batch and divided by its size; both sides get gradient."""
+    return (
+        F.kl_div(F.log_softmax(q_logits.float(), dim=1), F.softmax(p_logits.float(), dim=1), reduction="sum")
+        / p_logits.shape[0]
+    )
+
+
+def _autocast(x: Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if dtype is None else torch.autocast(x.device.type, dtype=dtype)
+
+
+@dataclass
+class LossWeights:
+    """The AutoLoRa scalars: ``lambda1`` weighs natural CE, ``lambda2`` the KL term."""
+
+    lambda1: float = 1.0
+    lambda2: float = 0.0
+
+
+def autolora_loss(z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights) -> Tensor:
+    """``l1 CE(z_nat, y) + (1 - l1) CE(z_adv, y) + l2 KL(softmax(z_nat) || softmax(z_adv))``."""
+    l1, l2 = weights.lambda1, weights.lambda2
+    return (
+        l1 * F.cross_entropy(z_nat.float(), y)
+        + (1.0 - l1) * F.cross_entropy(z_adv.float(), y)
+        + l2 * kl_batchmean(z_nat, z_adv)
+    )
+
+
+@dataclass
+class AutoLoraObjective:
+    """AutoLoRa: natural CE through the branch, adversarial CE through the feature extractor, KL between."""
+
+    attack: PGD
+    weights: LossWeights
+    autocast: torch.dtype | None = None
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
+        x_adv = self.attack(unwrap(model), x, CrossEntropyObjective(y))
+        with _autocast(x, self.autocast):
+            z_nat = natural_forward(model, x)
+            z_adv = model(x_adv)
+        return LossOutput(autolora_loss(z_nat, z_adv, y, self.weights), z_adv, z_nat)
+
+
+@dataclass
+class TradesObjective:
+    """TRADES (Zhang et al. 2019): ``CE(f(x), y) + beta KL(f(x) || f(x_adv))``, x_adv maximising the KL."""
+
+    attack: PGD
+    beta: float = 6.0
+    autocast: torch.dtype | None = None
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
+        inner = unwrap(model)
+        with evaluating(inner), torch.no_grad(), _autocast(x, self.autocast):
+            clean_eval = inner(x)
+        x_adv = self.attack(inner, x, KLObjective(clean_eval))
+        with _autocast(x, self.autocast):
+            z_nat = model(x)
+            z_adv = model(x_adv)
+        loss = F.cross_entropy(z_nat.float(), y) + self.beta * kl_batchmean(z_nat, z_adv)
+        return LossOutput(loss, z_adv, z_nat)
+
+
+@dataclass
+class AdversarialCEObjective:
+    """Madry et al. (2018): cross-entropy on PGD examples (PGD-AT, ALF, AFF)."""
+
+    attack: PGD
+    autocast: torch.dtype | None = None
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
+        x_adv = self.attack(unwrap(model), x, CrossEntropyObjective(y))
+        with _autocast(x, self.autocast):
+            z_adv = model(x_adv)
+        return LossOutput(F.cross_entropy(z_adv.float(), y), z_adv)
+
+
+@dataclass
+class CleanCEObjective:
+    """Standard training: cross-entropy on clean images (SLF)."""
+
+    autocast: torch.dtype | None = None
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
+        with _autocast(x, self.autocast):
+            logits = model(x)
+        return LossOutput(F.cross_entropy(logits.float(), y), logits)

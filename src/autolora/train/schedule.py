@@ -1,0 +1,183 @@
+"""Learning-rate schedules with explicit state: AutoLoRa's automatic rule, step decay and cosine.
+
+The trainer calls ``step(metric)`` once per epoch with the validation robust accuracy and
+applies the returned ``Decision``: the next LR, whether to roll back to the best model,
+whether to stop. ``fault()`` reports an epoch that ended in a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+MIN_LR = 1e-5
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do after an epoch."""
+
+    lr: float
+    is_best: bool = False
+    halved: bool = False
+    rollback: bool = False
+    stop: bool = False
+    reason: str = ""
+
+
+class Schedule(ABC):
+    """Counts epochs, tracks the best metric and decides the next learning rate."""
+
+    def __init__(self, lr: float, max_epochs: int) -> None:
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ConfigError("lr", lr, "use a positive, finite learning rate")
+        if max_epochs < 1:
+            raise ConfigError("epochs", max_epochs, "train for at least one epoch")
+        self.initial_lr = lr
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.history: list[float | None] = []
+        self.best = -math.inf
+        self.best_epoch = 0
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed."""
+        return len(self.history)
+
+    def step(self, metric: float) -> Decision:
+        self.history.append(metric)
+        is_best = metric > self.best
+        if is_best:
+            self.best, self.best_epoch = metric, self.epoch
+        decision = self._decide(is_best)
+        return self._finish(decision)
+
+    def fault(self) -> Decision:
+        """An epoch ended in a non-finite loss: by default, stop."""
+        self.history.append(None)
+        return Decision(self.lr, stop=True, reason=f"non-finite loss in epoch {self.epoch}")
+
+    def _finish(self, decision: Decision) -> Decision:
+        if decision.stop:
+            return decision
+        if self.epoch >= self.max_epochs:
+            return Decision(decision.lr, decision.is_best, decision.halved, decision.rollback, True, "max epochs")
+        return decision
+
+    @abstractmethod
+    def _decide(self, is_best: bool) -> Decision: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            if key not in vars(self):
+                raise ValueError(f"unknown schedule state {key!r}")
+            setattr(self, key, list(value) if isinstance(value, tuple) else value)
+
+
+class StepDecaySchedule(Schedule):
+    """A fixed LR divided by ``1/gamma`` at fractions ``milestones`` of the epochs (vanilla RFT)."""
+
+    def __init__(self, lr: float, epochs: int, milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1) -> None:
+        super().__init__(lr, epochs)
+        self.milestones = [round(m * epochs) for m in milestones]
+        self.gamma = gamma
+
+    def _decide(self, is_best: bool) -> Decision:
+        drops = sum(self.epoch >= m for m in self.milestones)
+        self.lr = self.initial_lr * self.gamma**drops
+        return Decision(self.lr, is_best)
+
+
+class CosineSchedule(Schedule):
+    """Cosine annealing from ``lr`` to 0 over ``epochs``."""
+
+    def _decide(self, is_best: bool) -> Decision:
+        self.lr = 0.5 * self.initial_lr * (1.0 + math.cos(math.pi * self.epoch / self.max_epochs))
+        return Decision(self.lr, is_best)
+
+
+class AutoLRSchedule(Schedule):
+    """AutoLoRa's learning-rate rule: Auto-PGD's step-size rule applied to the LR.
+
+    At checkpoint epochs ``W = 0, 4, 8, ...`` (``period``), decided after epoch ``W[j] + 1``:
+
+    - condition 1: fewer than ``rho`` of the epoch-to-epoch comparisons since ``W[j-1]``
+      improved the validation robust accuracy;
+    - condition 2: the LR was not halved at the previous checkpoint and the best validation
+      robust accuracy has not risen since it.
+
+    If either holds, the LR is halved and the model rolls back to the best one so far.
+    Training stops when the LR falls below ``min_lr`` or after ``max_epochs``.
+    """
+
+    def __init__(
+        self,
+        lr: float = 0.1,
+        max_epochs: int = 60,
+        period: int = 4,
+        rho: float = 0.75,
+        min_lr: float = MIN_LR,
+        checkpoints: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(lr, max_epochs)
+        if checkpoints is None:
+            if period < 1:
+                raise ConfigError("period", period, "use a positive checkpoint period")
+            checkpoints = list(range(0, max_epochs + period, period))
+        if list(checkpoints) != sorted(set(checkpoints)) or checkpoints[0] != 0:
+            raise ConfigError("checkpoints", checkpoints, "give increasing epochs starting at 0")
+        self.checkpoints = list(checkpoints)
+        self.rho = rho
+        self.min_lr = min_lr
+        self.next_checkpoint = 1
+        self.halved_at_last_checkpoint = False
+        self.best_at_last_checkpoint = -math.inf
+
+    def _improvements(self, start: int, end: int) -> int:
+        # history[i] is the metric after epoch i + 1; compare epochs start+1 .. end+1 pairwise.
+        pairs = zip(self.history[start:end], self.history[start + 1 : end + 1], strict=False)
+        return sum(1 for before, after in pairs if before is not None and after is not None and after > before)
+
+    def _at_checkpoint(self) -> bool:
+        j = self.next_checkpoint
+        return j < len(self.checkpoints) and self.epoch - 1 == self.checkpoints[j]
+
+    def _decide(self, is_best: bool) -> Decision:
+        if not self._at_checkpoint():
+            return Decision(self.lr, is_best)
+        j = self.next_checkpoint
+        start, end = self.checkpoints[j - 1], self.checkpoints[j]
+        improved = self._improvements(start, end)
+        condition1 = improved < self.rho * (end - start)
+        condition2 = not self.halved_at_last_checkpoint and self.best <= self.best_at_last_checkpoint
+        self.next_checkpoint += 1
+        self.best_at_last_checkpoint = self.best
+        self.halved_at_last_checkpoint = condition1 or condition2
+        if not self.halved_at_last_checkpoint:
+            return Decision(self.lr, is_best)
+        reason = (
+            f"condition 1: {improved}/{end - start} epochs improved"
+            if condition1
+            else "condition 2: no new best since the last checkpoint"
+        )
+        return self._halve(is_best, reason)
+
+    def _halve(self, is_best: bool, reason: str) -> Decision:
+        self.lr /= 2.0
+        if self.lr < self.min_lr:
+            return Decision(self.lr, is_best, True, True, True, f"{reason}; learning rate fell below {self.min_lr:g}")
+        return Decision(self.lr, is_best, True, True, False, reason)
+
+    def fault(self) -> Decision:
+        """A non-finite loss: halve the LR and roll back to the best model at once."""
+        self.history.append(None)
+        return self._finish(self._halve(False, f"non-finite loss in epoch {self.epoch}"))
