@@ -13,6 +13,7 @@ from autolora.models import create_model
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()

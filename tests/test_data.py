@@ -178,7 +178,9 @@ def test_batches_are_deterministic_per_epoch_and_sharded():
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
     assert sorted(torch.cat(first).tolist()) == sorted(images.labels.tolist())
-    shards = [BatchLoader(images, spec, 16, torch.device("cpu"), shuffle=True, seed=5, shard=Shard(r, 2)) for r in (0, 1)]
+    shards = [
+        BatchLoader(images, spec, 16, torch.device("cpu"), shuffle=True, seed=5, shard=Shard(r, 2)) for r in (0, 1)
+    ]
     halves = [list(s.batches(3)) for s in shards]
     whole = list(BatchLoader(images, spec, 16, torch.device("cpu"), shuffle=True, seed=5).batches(3))
     for (x0, y0), (x1, y1), (x, y) in zip(*halves, whole, strict=True):

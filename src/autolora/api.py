@@ -86,6 +86,7 @@ def pretrain(
     resume: bool = False,
     overwrite: bool = False,
     reporter: Reporter | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Adversarially pre-train a registry model on a data set; returns the run's summary."""
     dist = init_distributed(resolve_device(device))
@@ -98,7 +99,7 @@ def pretrain(
         "command": "pretrain",
         "data": data_config.to_dict(),
         "classes": data.classes,
-        "provenance": provenance(config.seed),
+        "provenance": provenance(config.seed, command),
     }
     return _train(
         model,
@@ -128,6 +129,7 @@ def finetune(
     resume: bool = False,
     overwrite: bool = False,
     reporter: Reporter | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Robustly fine-tune a pre-trained checkpoint on a downstream data set; returns the run's summary.
 
@@ -149,7 +151,7 @@ def finetune(
             "notes": load_report.notes,
             "model": source.to_dict(),
         },
-        "provenance": provenance(config.seed),
+        "provenance": provenance(config.seed, command),
     }
     return _train(
         model,

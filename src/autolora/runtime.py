@@ -62,10 +62,10 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def provenance(seed: int) -> dict[str, Any]:
-    """The command line, code version, seed and time of a run."""
+def provenance(seed: int, command: str | None = None) -> dict[str, Any]:
+    """The command (``command``, or this process's own arguments), code version, seed and time of a run."""
     return {
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "autolora": __version__,
         "git_commit": git_commit(),
         "seed": seed,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shlex
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,3 +44,20 @@ def command(name: str, example: str) -> Callable[[F], F]:
         return fn
 
     return decorate
+
+
+def invocation(ctx: typer.Context) -> str:
+    """The running command with every option's effective value, e.g. for a run's provenance."""
+    words = ["autolora", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or param.name == "debug":
+            continue
+        if param.param_type_name == "argument":
+            words += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        elif isinstance(value, bool):
+            flag = param.opts[0] if value else (param.secondary_opts[0] if param.secondary_opts else None)
+            words += [flag] if flag else []
+        else:
+            words += [param.opts[0], str(value)]
+    return shlex.join(words)

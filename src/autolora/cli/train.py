@@ -14,7 +14,7 @@ from ..models import InputOverrides
 from ..train.config import AttackConfig, TrainConfig
 from ..train.methods import FINETUNE_METHODS, PRETRAIN_METHODS
 from . import options as o
-from .app import command
+from .app import command, invocation
 from .reporter import RichReporter
 from .summary import print_summary
 
@@ -32,6 +32,7 @@ def test_evaluation(eval_extra: str | None, eps: float, seed: int, version: str,
 
 @command("pretrain", "autolora pretrain --dataset fashion-mnist --model resnet8 --epochs 4 --eps 0.1 --out runs/fmnist")
 def pretrain(
+    ctx: typer.Context,
     dataset: o.Dataset,
     out: o.Out,
     model: Annotated[str, typer.Option(help="Registry architecture (see `autolora models`).")] = "resnet20",
@@ -83,7 +84,15 @@ def pretrain(
         evaluation=test_evaluation(eval, budget, seed, autoattack_version, autoattack_n),
     )
     summary = api.pretrain(
-        model, data, config, out, device=device, resume=resume, overwrite=overwrite, reporter=RichReporter()
+        model,
+        data,
+        config,
+        out,
+        device=device,
+        resume=resume,
+        overwrite=overwrite,
+        reporter=RichReporter(),
+        command=invocation(ctx),
     )
     print_summary(summary, out)
 
@@ -93,6 +102,7 @@ def pretrain(
     "autolora finetune --method autolora --checkpoint runs/fmnist --dataset digits --eps 0.1 --out runs/digits",
 )
 def finetune(
+    ctx: typer.Context,
     checkpoint: o.Checkpoint,
     dataset: o.Dataset,
     out: o.Out,
@@ -173,5 +183,6 @@ def finetune(
         resume=resume,
         overwrite=overwrite,
         reporter=RichReporter(),
+        command=invocation(ctx),
     )
     print_summary(summary, out)

@@ -240,7 +240,8 @@ class Trainer:
     def _run_epoch(self, epoch: int) -> None:
         started = time.perf_counter()
         seed_epoch(self.config.seed, epoch)
-        row: dict[str, Any] = {"epoch": epoch, "lr": self.schedule.lr}
+        row: dict[str, Any] = {"epoch": epoch, "lr": self.schedule.lr, "lambda1": None, "lambda2": None}
+        row["nat_branch_acc"] = None
         if self.scalars is not None:
             t0 = time.perf_counter()
             acc_nat = self._measure_natural_accuracy()

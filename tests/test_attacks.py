@@ -1,0 +1,172 @@
+"""PGD stays in the threat model, increases the loss, restores the model's mode, agrees with torchattacks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autolora.attacks import (
+    PGD,
+    CrossEntropyObjective,
+    KLObjective,
+    L2Ball,
+    LinfBall,
+    RandomStart,
+    evaluating,
+    run_autoattack,
+)
+from autolora.errors import ConfigError
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * 64, 4)
+    )
+
+
+@pytest.fixture
+def batch():
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(16, 1, 8, 8, generator=generator), torch.randint(0, 4, (16,), generator=generator)
+
+
+def _loss(model, x, y):
+    with torch.no_grad(), evaluating(model):
+        return F.cross_entropy(model(x), y, reduction="none")
+
+
+@pytest.mark.parametrize("threat", [LinfBall(0.1), L2Ball(0.5)])
+@pytest.mark.parametrize("start", list(RandomStart))
+def test_pgd_stays_in_the_ball_and_the_image_range(threat, start, batch):
+    x, y = batch
+    x_adv = PGD(threat, steps=5, random_start=start)(_net(), x, y)
+    assert (threat.distance(x_adv, x) <= threat.eps + 1e-6).all()
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    assert x_adv.shape == x.shape and not x_adv.requires_grad
+
+
+def test_pgd_increases_the_loss(batch):
+    x, y = batch
+    model = _net()
+    x_adv = PGD(LinfBall(0.1), steps=10)(model, x, y)
+    assert _loss(model, x_adv, y).mean() > _loss(model, x, y).mean() + 0.1
+
+
+def test_keep_best_is_never_worse_than_the_random_start(batch):
+    x, y = batch
+    model = _net()
+    torch.manual_seed(7)
+    start = LinfBall(0.1).start(x, RandomStart.UNIFORM)
+    torch.manual_seed(7)
+    # a huge step overshoots, so the last iterate can be worse than the start; the best iterate cannot
+    x_adv = PGD(LinfBall(0.1), steps=3, step_size=10.0, keep_best=True)(model, x, y)
+    adv_loss, start_loss = _loss(model, x_adv, y), _loss(model, start, y)
+    misclassified = _predict(model, x_adv) != y
+    assert ((adv_loss >= start_loss - 1e-5) | misclassified).all()
+
+
+def _predict(model, x):
+    with torch.no_grad(), evaluating(model):
+        return model(x).argmax(1)
+
+
+def test_restarts_keep_the_per_example_worst_case(batch):
+    x, y = batch
+    model = _net()
+    torch.manual_seed(3)
+    one = PGD(LinfBall(0.05), steps=2, restarts=1, keep_best=True)(model, x, y)
+    torch.manual_seed(3)
+    three = PGD(LinfBall(0.05), steps=2, restarts=3, keep_best=True)(model, x, y)
+    broken_one, broken_three = _predict(model, one) != y, _predict(model, three) != y
+    assert (broken_three | ~broken_one).all()  # every example the first restart broke stays broken
+    assert (_loss(model, three, y)[~broken_three] >= _loss(model, one, y)[~broken_three] - 1e-5).all()
+
+
+def test_mode_is_restored_even_on_error(batch):
+    x, _ = batch
+    model = _net().train()
+    model[1].eval()  # a submodule in its own mode must get it back too
+
+    class Boom:
+        def loss(self, logits):
+            raise RuntimeError("boom")
+
+        def success(self, logits):
+            return logits.argmax(1) < 0
+
+    with pytest.raises(RuntimeError, match="boom"):
+        PGD(LinfBall(0.1), steps=2)(model, x, Boom())
+    assert model.training and not model[1].training and model[4].training
+
+
+def test_the_model_is_attacked_in_eval_mode(batch):
+    x, y = batch
+    seen = []
+    model = _net()
+    model.register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    model.train()
+    PGD(LinfBall(0.1), steps=2)(model, x, y)
+    assert seen and not any(seen) and model.training
+
+
+def test_kl_objective_moves_away_from_the_clean_prediction(batch):
+    x, _ = batch
+    model = _net()
+    with torch.no_grad(), evaluating(model):
+        clean = model(x)
+    objective = KLObjective(clean)
+    x_adv = PGD(LinfBall(0.1), steps=5, random_start=RandomStart.NORMAL)(model, x, objective)
+    with torch.no_grad(), evaluating(model):
+        assert objective.loss(model(x_adv)).mean() > objective.loss(model(x + 1e-3)).mean()
+
+
+def test_agrees_with_torchattacks(batch):
+    torchattacks = pytest.importorskip("torchattacks")
+    x, y = batch
+    model = _net().eval()
+    ours = PGD(LinfBall(0.1), steps=10, step_size=0.025, random_start=RandomStart.NONE)(model, x, y)
+    theirs = torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=10, random_start=False)(x, y)
+    # the same deterministic algorithm: identical up to float rounding at sign(0) boundaries
+    assert (ours - theirs).abs().max() < 1e-5 or (ours != theirs).float().mean() < 0.01
+    acc_ours = (_predict(model, ours) == y).float().mean()
+    acc_theirs = (_predict(model, theirs) == y).float().mean()
+    assert abs(acc_ours - acc_theirs) <= 1 / 16
+
+
+def test_pgd_validates_its_settings():
+    with pytest.raises(ConfigError, match="eps"):
+        LinfBall(-0.1)
+    with pytest.raises(ConfigError, match="eps"):
+        LinfBall(1.5)
+    with pytest.raises(ConfigError, match="restarts"):
+        PGD(LinfBall(0.1), restarts=0)
+    assert PGD(LinfBall(8 / 255)).step_size == pytest.approx(2 / 255)
+
+
+def test_autoattack_adapter_on_a_tiny_model(batch):
+    x, y = batch
+    model = _net()
+    clean = (_predict(model, x) == y).float().mean().item()
+    result = run_autoattack(model, x, y, 0.1, version="fast", batch_size=16)
+    assert result.attacks == ["apgd-ce", "apgd-t"] and result.version == "fast" and result.n == 16
+    assert 0.0 <= result.accuracy <= clean
+    assert result.robust.dtype == torch.bool and result.robust.shape == (16,)
+    assert set(result.to_dict()) >= {"autoattack_acc", "n", "version", "attacks", "flags", "seconds"}
+
+
+def test_autoattack_reports_its_own_flags(batch):
+    x, y = batch
+
+    class Probabilities(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _net()
+
+        def forward(self, inputs):
+            return F.softmax(self.net(inputs), dim=1)
+
+    result = run_autoattack(Probabilities(), x[:4], y[:4], 0.1, version="fast", batch_size=4)
+    assert any("probability" in flag for flag in result.flags)

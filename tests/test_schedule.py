@@ -1,0 +1,108 @@
+"""The automatic LR rule on scripted validation curves, and the fixed schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from autolora.errors import ConfigError
+from autolora.train import AutoLRSchedule, CosineSchedule, StepDecaySchedule
+
+
+def _run(schedule, curve):
+    return [schedule.step(value) for value in curve]
+
+
+def test_steady_improvement_never_halves():
+    schedule = AutoLRSchedule(0.1, max_epochs=20)
+    decisions = _run(schedule, [i / 100 for i in range(20)])
+    assert all(not d.halved for d in decisions) and schedule.lr == 0.1
+    assert decisions[-1].stop and decisions[-1].reason == "max epochs"
+    assert sum(d.stop for d in decisions) == 1
+
+
+def test_condition_one_halves_at_the_first_checkpoint_and_rolls_back():
+    schedule = AutoLRSchedule(0.1, max_epochs=20)
+    # epochs 1..5: 2 of the 4 comparisons improve (< 0.75 * 4): halve after epoch 5 = W[1] + 1
+    decisions = _run(schedule, [0.30, 0.40, 0.35, 0.38, 0.37])
+    assert [d.halved for d in decisions] == [False, False, False, False, True]
+    last = decisions[-1]
+    assert last.rollback and last.lr == pytest.approx(0.05) and last.reason.startswith("condition 1: 2/4")
+    assert schedule.best == 0.40 and schedule.best_epoch == 2
+
+
+def test_three_of_four_improvements_is_enough():
+    schedule = AutoLRSchedule(0.1, max_epochs=20)
+    decisions = _run(schedule, [0.30, 0.31, 0.32, 0.33, 0.32])
+    assert not decisions[-1].halved  # 3 of 4 improved: not fewer than rho * 4 = 3
+
+
+def test_ties_do_not_count_as_improvement():
+    with_tie = _run(AutoLRSchedule(0.1, max_epochs=20), [0.30, 0.31, 0.32, 0.32, 0.33])
+    two_ties = _run(AutoLRSchedule(0.1, max_epochs=20), [0.30, 0.31, 0.32, 0.32, 0.32])
+    assert not with_tie[-1].halved  # 3 of 4 comparisons improve
+    assert two_ties[-1].halved and two_ties[-1].reason.startswith("condition 1: 2/4")
+
+
+def test_condition_two_halves_when_the_best_stalls():
+    schedule = AutoLRSchedule(0.1, max_epochs=40)
+    # window 1 (epochs 1-5): steady gains, best 0.5; window 2 (epochs 5-9): 3 of 4 comparisons improve
+    # after a dip, but the best (0.5) is not beaten: condition 2 halves.
+    _run(schedule, [0.1, 0.2, 0.3, 0.4, 0.5])
+    decisions = _run(schedule, [0.1, 0.2, 0.3, 0.45])
+    assert [d.halved for d in decisions] == [False, False, False, True]
+    assert decisions[-1].reason.startswith("condition 2") and decisions[-1].rollback
+    # right after a halving, condition 2 cannot fire: the next window needs condition 1 to halve again
+    decisions = _run(schedule, [0.46, 0.47, 0.48, 0.49])
+    assert not decisions[-1].halved and schedule.lr == pytest.approx(0.05)
+
+
+def test_stops_when_the_lr_falls_below_the_minimum():
+    schedule = AutoLRSchedule(3e-5, max_epochs=100)
+    decisions = _run(schedule, [0.5] * 9)
+    assert decisions[4].halved and not decisions[4].stop and decisions[4].lr == pytest.approx(1.5e-5)
+    assert decisions[8].stop and "fell below" in decisions[8].reason and schedule.lr == pytest.approx(7.5e-6)
+
+
+def test_fault_halves_and_rolls_back_at_once():
+    schedule = AutoLRSchedule(0.1, max_epochs=10)
+    schedule.step(0.3)
+    decision = schedule.fault()
+    assert decision.halved and decision.rollback and not decision.stop and "non-finite" in decision.reason
+    assert schedule.epoch == 2 and schedule.history[-1] is None
+
+
+def test_state_dict_round_trip_continues_identically():
+    curve = [0.3, 0.4, 0.35, 0.38, 0.37, 0.39, 0.41, 0.40, 0.42, 0.43]
+    whole = AutoLRSchedule(0.1, max_epochs=20)
+    expected = _run(whole, curve)
+    first = AutoLRSchedule(0.1, max_epochs=20)
+    head = _run(first, curve[:6])
+    second = AutoLRSchedule(0.1, max_epochs=20)
+    second.load_state_dict(first.state_dict())
+    assert head + _run(second, curve[6:]) == expected
+
+
+def test_reference_32px_checkpoints():
+    schedule = AutoLRSchedule(0.1, max_epochs=50, checkpoints=[0, 16, 24, 28, 36, 40, 42, 44, 46, 48, 50])
+    decisions = _run(schedule, [0.5] * 17)
+    assert [i + 1 for i, d in enumerate(decisions) if d.halved] == [17]
+
+
+def test_step_decay_and_cosine():
+    step = StepDecaySchedule(0.1, epochs=8)
+    lrs = [step.step(0.1).lr for _ in range(8)]
+    assert lrs[:3] == [0.1] * 3 and lrs[3] == pytest.approx(0.01) and lrs[5] == pytest.approx(0.001)
+    assert step.fault().stop
+    cosine = CosineSchedule(0.1, 4)
+    assert [round(cosine.step(0.0).lr, 6) for _ in range(4)] == [
+        round(0.05 * (1 + math.cos(math.pi * e / 4)), 6) for e in range(1, 5)
+    ]
+
+
+def test_schedules_validate():
+    with pytest.raises(ConfigError, match="lr"):
+        AutoLRSchedule(0.0)
+    with pytest.raises(ConfigError, match="epochs"):
+        StepDecaySchedule(0.1, 0)
