@@ -9,7 +9,6 @@ from torch import nn
 
 from autolora.attacks import (
     PGD,
-    CrossEntropyObjective,
     KLObjective,
     L2Ball,
     LinfBall,

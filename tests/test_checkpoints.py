@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from autolora.errors import CheckpointError
 from autolora.inputs import IMAGENET_MEAN, InputSpec
-from autolora.models import InputOverrides, create_model, load_classifier, save_run_model
+from autolora.models import InputOverrides, load_classifier, save_run_model
 from autolora.models.checkpoint import strip_prefixes
 
 

@@ -38,7 +38,7 @@ def test_fashion_mnist_loads_offline_from_debian_package():
     assert splits.train.class_counts().tolist() == [6000] * 10
     assert splits.train.classes[0] == "t-shirt"
     x = splits.train.floats(slice(0, 8))
-    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.min() >= 0.0 and x.max() <= 1.0
 
 
 def _write_idx(path, array: np.ndarray) -> None:
@@ -75,7 +75,7 @@ def test_digits_fixed_stratified_split():
     counts = a.test.class_counts()
     assert counts.min() >= 35 and counts.max() <= 37
     assert a.train.pixels.shape[1:] == (1, 8, 8)
-    assert 0.0 <= a.train.pixels.min() and a.train.pixels.max() <= 1.0
+    assert a.train.pixels.min() >= 0.0 and a.train.pixels.max() <= 1.0
 
 
 def test_unknown_dataset_lists_known_ones():
@@ -149,7 +149,7 @@ def test_digits_adapt_to_a_fashion_mnist_model():
     adapter = InputAdapter((1, 8, 8), spec)
     x = adapter(torch.rand(4, 1, 8, 8))
     assert x.shape == (4, 1, 28, 28)
-    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.min() >= 0.0 and x.max() <= 1.0
 
 
 def test_grey_becomes_rgb_by_repetition_and_rgb_becomes_grey():

@@ -19,6 +19,7 @@ from .runtime import provenance, resolve_device
 from .train.config import TrainConfig
 from .train.progress import Reporter, SilentReporter
 from .train.run_dir import RunDirectory
+from .train.state import seed_epoch
 from .train.trainer import Trainer
 
 
@@ -94,6 +95,7 @@ def pretrain(
     data = prepare_data(data_config)
     channels, height, width = data.train.shape
     mean, std = data_statistics(data.train)
+    seed_epoch(config.seed, 0)  # the initialisation depends on the seed alone
     model = create_model(architecture, data.num_classes, InputSpec(channels, max(height, width), mean, std))
     record = {
         "command": "pretrain",

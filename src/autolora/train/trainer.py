@@ -107,6 +107,7 @@ class Trainer:
 
     def _prepare_model(self) -> None:
         model = self.model.to(self.device)
+        seed_epoch(self.config.seed, 0)  # the branch's initialisation depends on the seed alone
         if self.method.branch and not has_branches(model):
             inject(model, rank=self.config.rank)
         if self.method.head_only:
