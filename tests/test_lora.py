@@ -174,3 +174,13 @@ def test_natural_forward_under_torch_compile_matches_eager():
     x = torch.rand(2, 1, 16, 16)
     compiled = torch.compile(lambda inp: natural_forward(model, inp), backend="eager")
     assert torch.allclose(compiled(x), natural_forward(model, x), atol=1e-6)
+
+
+def test_merged_export_is_the_natural_path_as_a_plain_model():
+    torch.manual_seed(0)
+    model = _with_nonzero_branch(inject(create_model("resnet8", 5, InputSpec.plain(1, 28)))).eval()
+    x = torch.rand(3, 1, 28, 28)
+    merged = export(model, merge=True).eval()
+    assert not any(isinstance(m, LoraLayer) for m in merged.modules())
+    assert torch.allclose(merged(x), natural_forward(model, x), atol=1e-5)
+    assert not torch.allclose(export(model).eval()(x), merged(x))

@@ -1,6 +1,6 @@
 """The ``autolora`` command line."""
 
-from . import evaluate, info, report, train  # noqa: F401  (registers the commands)
+from . import demo, diagnose, evaluate, info, report, train  # noqa: F401  (registers the commands)
 from .app import app
 
 

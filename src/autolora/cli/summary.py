@@ -8,6 +8,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from ..report.report import percent
 from .reporter import out
 
 ACCURACIES = (
@@ -16,10 +17,6 @@ ACCURACIES = (
     ("autoattack_acc", "AutoAttack"),
     ("corruption_acc", "corruptions"),
 )
-
-
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
 
 
 def accuracy_table(results: dict[str, Any], title: str) -> Table:

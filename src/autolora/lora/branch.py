@@ -147,13 +147,21 @@ def natural_forward(model: nn.Module, x: Tensor) -> Tensor:
         return functional_call(model, frozen, (x,), strict=False)
 
 
-def export(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """The model without branches: original module classes, state-dict keys and values."""
+def export(model: nn.Module, inplace: bool = False, *, merge: bool = False) -> nn.Module:
+    """The model without branches: original module classes, state-dict keys and values.
+
+    By default the branches are dropped (the deployed, adversarial path). ``merge=True``
+    adds each branch's update into its layer's weight instead, giving the natural path
+    as a plain model (a diagnostic; AutoLoRa never deploys it).
+    """
     model = unwrap(model)
     if not inplace:
         model = copy.deepcopy(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
+            if merge:
+                with torch.no_grad():
+                    module.base_layer.weight += module.delta_weight()
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, module.base_layer)
     if HEAD_ATTRIBUTE in model.__dict__:

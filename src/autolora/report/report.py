@@ -12,7 +12,7 @@ from urllib.parse import quote
 from ..errors import AutoLoraError
 from ..fileio import read_json, write_text
 from ..models.checkpoint import RUN_CONFIG
-from ..train.progress import _duration
+from ..train.progress import format_duration
 from ..train.run_dir import CURVES, METRICS, SUMMARY, read_metrics
 from .plots import compare_runs
 
@@ -129,7 +129,8 @@ def format_eps(eps: float | None, norm: str | None = "Linf") -> str:
     return text if norm in (None, "Linf") else f"{text} ({norm})"
 
 
-def _percent(value: Any) -> str:
+def percent(value: Any) -> str:
+    """An accuracy fraction as a percentage with two decimals; ``-`` when absent."""
     return f"{100 * value:.2f}" if isinstance(value, int | float) else "-"
 
 
@@ -139,7 +140,7 @@ def _marked(value: str, marks: list[str]) -> str:
 
 def _pgd_cell(run: RunRecord) -> str:
     steps = (run.evaluation.get("pgd") or {}).get("steps")
-    return _marked(_percent(run.summary.get("pgd_acc")), [f"{steps} steps"] if steps not in (None, 20) else [])
+    return _marked(percent(run.summary.get("pgd_acc")), [f"{steps} steps"] if steps not in (None, 20) else [])
 
 
 def _autoattack_cell(run: RunRecord) -> str:
@@ -149,13 +150,13 @@ def _autoattack_cell(run: RunRecord) -> str:
     n, n_test = details.get("n"), run.summary.get("n_test")
     if n is not None and n_test is not None and n < n_test:
         marks.append(f"n={n}")
-    return _marked(_percent(run.summary.get("autoattack_acc")), marks)
+    return _marked(percent(run.summary.get("autoattack_acc")), marks)
 
 
 def wall_time(summary: dict[str, Any]) -> str:
     """The sum of the run's ``time_*_s`` fields, like ``3m12s``."""
     times = [v for k, v in summary.items() if k.startswith("time_") and k.endswith("_s") and isinstance(v, int | float)]
-    return _duration(sum(times)) if times else "-"
+    return format_duration(sum(times)) if times else "-"
 
 
 def table_rows(runs: Sequence[RunRecord]) -> list[list[str]]:
@@ -169,7 +170,7 @@ def table_rows(runs: Sequence[RunRecord]) -> list[list[str]]:
                 str(s.get("method", "-")),
                 str(s.get("dataset", "-")),
                 format_eps(s.get("eps"), s.get("norm")),
-                _percent(s.get("clean_acc")),
+                percent(s.get("clean_acc")),
                 _pgd_cell(run),
                 _autoattack_cell(run),
                 str(s.get("epochs", "-")),
@@ -197,7 +198,7 @@ def run_line(run: RunRecord) -> str:
     best = s.get("best_epoch")
     kept = f"best epoch {best}" if best is not None else "no best epoch recorded"
     if best is not None and s.get("best_val_robust_acc") is not None:
-        robust, clean = _percent(s["best_val_robust_acc"]), _percent(s.get("best_val_clean_acc"))
+        robust, clean = percent(s["best_val_robust_acc"]), percent(s.get("best_val_clean_acc"))
         kept += f" (validation robust {robust}%, clean {clean}%)"
     return f"stopped: {s.get('stop_reason') or 'unknown'}; {kept}"
 

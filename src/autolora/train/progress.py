@@ -33,11 +33,12 @@ def format_epoch(row: dict[str, Any], eta_seconds: float | None) -> str:
     if row.get("event"):
         parts.append(f"[{row['event']}]")
     if eta_seconds is not None:
-        parts.append(f"ETA ≤{_duration(eta_seconds)}")
+        parts.append(f"ETA ≤{format_duration(eta_seconds)}")
     return "  ".join(parts)
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``3m12s`` or ``1h05m``."""
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,207 @@
+"""The gradient-conflict diagnostic: do the natural and adversarial objectives pull the weights apart?
+
+For vanilla RFT (TRADES) both objectives act on the feature extractor: the natural one is
+``CE(f(x), y)``, the adversarial one ``beta * KL(f(x) || f(x_adv))``. For AutoLoRa the natural
+objective ``CE(f_nat(x), y)`` flows through the low-rank branch: its gradient is taken with
+respect to the natural path's effective weights ``W + dW`` of each branched layer, the
+adversarial objective's ``(1 - l1) CE(f(x_adv), y) + l2 KL(f_nat(x) || f(x_adv))`` with
+respect to ``W``. Both methods are compared on the same layers (every branched convolution);
+the cosine of the two gradients, summed over a few batches, is reported per layer and overall.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attacks import PGD, CrossEntropyObjective, KLObjective, LinfBall, RandomStart
+from .data import BatchLoader, ImageSet
+from .errors import ConfigError
+from .lora import LoraLayer, export, inject, natural_forward
+from .models import ImageClassifier
+from .train.objectives import kl_batchmean
+
+DIAGNOSED_METHODS = ("vanilla", "autolora")
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    """Which objectives to compare, on how many batches, under which attack."""
+
+    eps: float
+    methods: tuple[str, ...] = DIAGNOSED_METHODS
+    batches: int = 4
+    batch_size: int = 128
+    attack_steps: int = 10
+    beta: float = 6.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in DIAGNOSED_METHODS]
+        if unknown or not self.methods:
+            raise ConfigError("method", ",".join(self.methods), f"choose from: {', '.join(DIAGNOSED_METHODS)}")
+        if self.batches < 1:
+            raise ConfigError("batches", self.batches, "use at least one batch")
+
+    def attack(self, start: RandomStart) -> PGD:
+        return PGD(LinfBall(self.eps), steps=self.attack_steps, random_start=start)
+
+
+def branched_layers(model: ImageClassifier) -> list[str]:
+    """The layers AutoLoRa branches (every conv of the feature extractor but the stem), by name."""
+    probe = inject(copy.deepcopy(model))
+    return [name for name, module in probe.named_modules() if isinstance(module, LoraLayer)]
+
+
+def _weights(model: nn.Module, layers: Iterable[str]) -> list[Tensor]:
+    found = []
+    for name in layers:
+        module = model.get_submodule(name)
+        found.append((module.base_layer if isinstance(module, LoraLayer) else module).weight)
+    return found
+
+
+def _grads(loss: Tensor, params: list[Tensor]) -> list[Tensor]:
+    return [g.detach() for g in torch.autograd.grad(loss, params, allow_unused=False)]
+
+
+def _vanilla(model: ImageClassifier, x: Tensor, y: Tensor, layers: list[str], config: DiagnoseConfig):
+    params = _weights(model, layers)
+    with torch.no_grad():
+        clean = model(x)
+    x_adv = config.attack(RandomStart.NORMAL)(model, x, KLObjective(clean))
+    z_nat = model(x)
+    natural = _grads(F.cross_entropy(z_nat, y), params)
+    adversarial = _grads(config.beta * kl_batchmean(model(x), model(x_adv)), params)
+    return natural, adversarial
+
+
+def _autolora(model: nn.Module, x: Tensor, y: Tensor, layers: list[str], config: DiagnoseConfig):
+    merged = export(model, merge=True)  # the natural path as a plain model: its weights are W + dW
+    with torch.no_grad():
+        z_nat = natural_forward(model, x)
+    acc_nat = (z_nat.argmax(1) == y).float().mean().item()
+    lambda1, lambda2 = 1.0 - acc_nat, 6.0 * acc_nat
+    x_adv = config.attack(RandomStart.NORMAL)(model, x, CrossEntropyObjective(y))
+    natural = _grads(F.cross_entropy(merged(x), y), _weights(merged, layers))
+    z_adv = model(x_adv)
+    adversarial_loss = (1 - lambda1) * F.cross_entropy(z_adv, y) + lambda2 * kl_batchmean(z_nat, z_adv)
+    return natural, _grads(adversarial_loss, _weights(model, layers))
+
+
+def _cosine(a: list[Tensor], b: list[Tensor]) -> float:
+    flat_a, flat_b = torch.cat([t.flatten() for t in a]), torch.cat([t.flatten() for t in b])
+    return F.cosine_similarity(flat_a, flat_b, dim=0, eps=1e-20).item()
+
+
+def fit_linear_probe(model: ImageClassifier, loader: BatchLoader, num_classes: int, steps: int = 300) -> None:
+    """Give ``model`` a head for ``num_classes`` fitted on clean features (a zero head has no gradient)."""
+    with torch.no_grad():
+        pairs = [(model.forward_features(x), y) for x, y in loader.batches()]
+    features, labels = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    model.reset_classifier(num_classes)
+    optimizer = torch.optim.LBFGS(model.head.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model.head(features), labels) + 1e-4 * model.head.weight.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+
+
+def diagnose(
+    model: ImageClassifier,
+    images: ImageSet,
+    config: DiagnoseConfig,
+    device: torch.device,
+    branch_state: dict[str, Tensor] | None = None,
+) -> dict[str, Any]:
+    """Cosine similarity of the natural and adversarial gradients, per layer and overall, per method."""
+    torch.manual_seed(config.seed)
+    model = copy.deepcopy(model).to(device).eval()
+    loader = BatchLoader(images, model.spec, config.batch_size, device, shuffle=True, seed=config.seed)
+    batches = [batch for _, batch in zip(range(config.batches), loader.batches(), strict=False)]
+    head = "from the checkpoint"
+    if model.num_classes != images.num_classes:
+        fit_linear_probe(model, loader, images.num_classes)
+        head = "a linear probe fitted on clean features of the training images"
+    layers = branched_layers(model)
+    results: dict[str, Any] = {"config": asdict(config), "layers": layers, "head": head, "n": len(images)}
+    for method in config.methods:
+        subject: nn.Module = model
+        if method == "autolora":
+            subject = inject(copy.deepcopy(model))
+            if branch_state:
+                subject.load_state_dict(branch_state, strict=False)
+        results[method] = _measure(subject, method, batches, layers, config)
+    return results
+
+
+def _measure(model: nn.Module, method: str, batches: list, layers: list[str], config: DiagnoseConfig) -> dict:
+    compute = _autolora if method == "autolora" else _vanilla
+    total_nat: list[Tensor] | None = None
+    total_adv: list[Tensor] | None = None
+    per_batch = []
+    for x, y in batches:
+        natural, adversarial = compute(model, x, y, layers, config)
+        per_batch.append(_cosine(natural, adversarial))
+        total_nat = natural if total_nat is None else [a + b for a, b in zip(total_nat, natural, strict=True)]
+        total_adv = adversarial if total_adv is None else [a + b for a, b in zip(total_adv, adversarial, strict=True)]
+    assert total_nat is not None and total_adv is not None
+    per_layer = {name: _cosine([n], [a]) for name, n, a in zip(layers, total_nat, total_adv, strict=True)}
+    spread = torch.tensor(per_batch)
+    return {
+        "overall_cosine": _cosine(total_nat, total_adv),
+        "per_layer": per_layer,
+        "per_batch": per_batch,
+        "per_batch_mean": spread.mean().item(),
+        "per_batch_std": spread.std().item() if len(per_batch) > 1 else 0.0,
+    }
+
+
+def plot_per_layer(results: dict[str, Any], path: Path, title: str) -> Path:
+    """Per-layer cosine similarity for each diagnosed method, on shared axes."""
+    from .report.plots import plt, save_figure
+
+    layers = results["layers"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(layers) + 2), 3.8))
+    for method in DIAGNOSED_METHODS:
+        if method in results:
+            values = [results[method]["per_layer"][name] for name in layers]
+            overall = results[method]["overall_cosine"]
+            ax.plot(range(len(layers)), values, marker="o", label=f"{method} (overall {overall:.3f})")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels([name.removeprefix("features.") for name in layers], rotation=70, fontsize=7)
+    ax.set_ylabel("cos(natural grad, adversarial grad)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
+def plot_over_training(epochs: list[int], cosines: list[float], method: str, path: Path) -> Path:
+    """Overall cosine similarity of the snapshots of one run, against the epoch."""
+    from .report.plots import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    ax.plot(epochs, cosines, marker="o", label=method)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("overall cosine similarity")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
