@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .data import DataConfig, ImageSet, PreparedData, prepare_data
-from .distributed import DistContext, init_distributed
+from .distributed import DistContext, init_distributed, shutdown_distributed
 from .eval import EvalConfig, evaluate
 from .inputs import InputSpec
 from .models import ImageClassifier, InputOverrides, create_model, load_classifier
@@ -74,7 +74,10 @@ def _train(
         reporter=reporter if dist.is_main else SilentReporter(),
         record=record,
     )
-    return trainer.fit(resume=resuming)
+    try:
+        return trainer.fit(resume=resuming)
+    finally:
+        shutdown_distributed()
 
 
 def pretrain(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
 
 from .data import Shard
 
@@ -67,3 +68,66 @@ def init_distributed(device: torch.device) -> DistContext:
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics cover the global batch: every process's part of it.
+
+    ``torch.nn.SyncBatchNorm`` runs on GPUs only; this one reduces the per-channel sums through
+    the differentiable ``torch.distributed.nn.functional.all_reduce``, so it works with gloo on
+    CPUs too, and a multi-process run computes what a single process would with the same global
+    batch. In eval mode, or in a single process, it is plain BatchNorm.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        count = torch.full((x.shape[1],), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
+        stats = differentiable_all_reduce(torch.stack([x.sum((0, 2, 3)), x.square().sum((0, 2, 3)), count]))
+        total, squares, n = stats[0], stats[1], stats[2]
+        mean = total / n
+        var = (squares / n - mean.square()).clamp_min(0.0)
+        self._track(mean.detach(), var.detach(), n.detach())
+        shape = (1, -1, 1, 1)
+        x_hat = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return x_hat * self.weight.view(shape) + self.bias.view(shape) if self.affine else x_hat
+
+    @torch.no_grad()
+    def _track(self, mean: Tensor, var: Tensor, n: Tensor) -> None:
+        if not self.track_running_stats or self.running_mean is None:
+            return
+        self.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        unbiased = var * n / (n - 1).clamp_min(1.0)
+        self.running_mean.mul_(1 - momentum).add_(momentum * mean)
+        self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
+
+
+def differentiable_all_reduce(tensor: Tensor) -> Tensor:
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(tensor)
+
+
+def _swap_batchnorm(model: nn.Module, to: type[nn.BatchNorm2d], source: type[nn.BatchNorm2d]) -> nn.Module:
+    for name, module in list(model.named_modules()):
+        if type(module) is source:
+            replacement = to(
+                module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+            )
+            replacement.load_state_dict(module.state_dict())
+            replacement.to(module.running_mean.device if module.running_mean is not None else "cpu")
+            replacement.train(module.training)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, replacement)
+    return model
+
+
+def use_global_batchnorm(model: nn.Module) -> nn.Module:
+    """Swap every ``nn.BatchNorm2d`` for ``GlobalBatchNorm2d`` (same parameters, buffers and keys), in place."""
+    return _swap_batchnorm(model, GlobalBatchNorm2d, nn.BatchNorm2d)
+
+
+def restore_batchnorm(model: nn.Module) -> nn.Module:
+    """Swap ``GlobalBatchNorm2d`` back for plain ``nn.BatchNorm2d``, in place (for export)."""
+    return _swap_batchnorm(model, nn.BatchNorm2d, GlobalBatchNorm2d)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .noise import BatchNoise
 from .objectives import CrossEntropyObjective
 from .threat import RandomStart, ThreatModel
 
@@ -51,6 +52,8 @@ class PGD:
         restarts: independent runs; each example keeps its worst case over them.
         keep_best: return each example's worst iterate seen (evaluation), not the last (training).
         autocast: a reduced-precision dtype for the forward passes, or None for fp32.
+        noise: where random starts come from (``BatchNoise`` makes them independent of how a
+            global batch is split over processes); torch's global generator by default.
 
     The worst case is "misclassified" first, then "higher loss". The model's device
     is taken from the input. Example::
@@ -66,6 +69,7 @@ class PGD:
     restarts: int = 1
     keep_best: bool = False
     autocast: torch.dtype | None = None
+    noise: BatchNoise | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -94,7 +98,7 @@ class PGD:
         return objective.loss(logits), objective.success(logits)
 
     def _run(self, model: nn.Module, x: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
-        x_adv = self.threat.start(x, self.random_start)
+        x_adv = self.threat.start(x, self.random_start, self.noise)
         best_x, best_key = None, None
         for _ in range(self.steps):
             x_adv.requires_grad_(True)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from .noise import BatchNoise
 
 
 class RandomStart(enum.Enum):
@@ -21,6 +22,15 @@ class RandomStart(enum.Enum):
 
 
 TRADES_START_STD = 0.001
+
+
+def _normal(x: Tensor, noise: BatchNoise | None) -> Tensor:
+    return torch.randn_like(x) if noise is None else noise.normal_like(x)
+
+
+def _uniform(x: Tensor, noise: BatchNoise | None) -> Tensor:
+    """Uniform in [-1, 1), shaped like ``x``."""
+    return 2 * torch.rand_like(x) - 1 if noise is None else noise.uniform_like(x)
 
 
 def _per_example_norm(t: Tensor, p: float) -> Tensor:
@@ -40,7 +50,7 @@ class ThreatModel(ABC):
     name = "?"
 
     @abstractmethod
-    def uniform(self, x: Tensor) -> Tensor:
+    def uniform(self, x: Tensor, noise: BatchNoise | None = None) -> Tensor:
         """A random point of the ball around ``x`` (before clipping to [0, 1])."""
 
     @abstractmethod
@@ -55,11 +65,12 @@ class ThreatModel(ABC):
         """Project onto the ball around ``x``, then clip to the image range [0, 1]."""
         return self.project_ball(x_adv, x).clamp_(0.0, 1.0)
 
-    def start(self, x: Tensor, kind: RandomStart) -> Tensor:
+    def start(self, x: Tensor, kind: RandomStart, noise: BatchNoise | None = None) -> Tensor:
+        """The first iterate; ``noise`` (optional) supplies the random numbers."""
         if kind is RandomStart.UNIFORM:
-            x_adv = self.uniform(x)
+            x_adv = self.uniform(x, noise)
         elif kind is RandomStart.NORMAL:
-            x_adv = x + TRADES_START_STD * torch.randn_like(x)
+            x_adv = x + TRADES_START_STD * _normal(x, noise)
         else:
             x_adv = x.clone()
         return self.project(x_adv, x)
@@ -75,8 +86,8 @@ class LinfBall(ThreatModel):
 
     name = "Linf"
 
-    def uniform(self, x: Tensor) -> Tensor:
-        return x + torch.empty_like(x).uniform_(-self.eps, self.eps)
+    def uniform(self, x: Tensor, noise: BatchNoise | None = None) -> Tensor:
+        return x + self.eps * _uniform(x, noise)
 
     def ascent(self, x_adv: Tensor, grad: Tensor, step_size: float) -> Tensor:
         return x_adv + step_size * grad.sign()
@@ -94,11 +105,12 @@ class L2Ball(ThreatModel):
 
     name = "L2"
 
-    def uniform(self, x: Tensor) -> Tensor:
-        direction = torch.randn_like(x)
+    def uniform(self, x: Tensor, noise: BatchNoise | None = None) -> Tensor:
+        direction = _normal(x, noise)
         direction = direction / _per_example_norm(direction, 2).clamp_min(1e-12)
         dims = x[0].numel()
-        radius = self.eps * torch.rand(x.shape[0], device=x.device, dtype=x.dtype).pow(1.0 / dims)
+        unit = (_uniform(x.new_empty(x.shape[0]), noise) + 1) / 2
+        radius = self.eps * unit.pow(1.0 / dims)
         return x + direction * radius.view(-1, *([1] * (x.ndim - 1)))
 
     def ascent(self, x_adv: Tensor, grad: Tensor, step_size: float) -> Tensor:

@@ -25,6 +25,19 @@ class Shard:
     rank: int = 0
     world_size: int = 1
 
+    def part(self, size: int) -> slice:
+        """The contiguous slice of a global batch of ``size`` examples that this process takes."""
+        return slice(self.rank * size // self.world_size, (self.rank + 1) * size // self.world_size)
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """Where a batch sits: its index in the epoch, the global batch size and this process's part."""
+
+    index: int
+    global_size: int
+    part: slice
+
 
 class BatchLoader:
     """Yields ``(images, labels)`` on ``device``: float images in [0, 1] fitted to ``spec``.
@@ -32,7 +45,8 @@ class BatchLoader:
     Shuffling and augmentation (random crop with 1/8 padding, horizontal flip) draw from a
     generator seeded by ``(seed, epoch)``, so an epoch's batches depend on nothing else and
     a resumed run sees exactly the batches an uninterrupted one would. Under a ``Shard``
-    every process takes an interleaved slice of the same global batch.
+    every process takes a contiguous slice of the same global batch, augmented exactly as a
+    single process would augment it.
     """
 
     def __init__(
@@ -76,30 +90,41 @@ class BatchLoader:
             return self._cached[index.to(self._cached.device)]
         return self.adapter(self.images.floats(index).to(self.device))
 
-    def batches(self, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """The batches of one epoch, in a deterministic order for ``(seed, epoch)``."""
+    def parts(self, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor, BatchInfo]]:
+        """This process's part of each batch of one epoch, in a deterministic order for ``(seed, epoch)``."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.images)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            index = order[start : start + self.batch_size]
-            index = index[self.shard.rank :: self.shard.world_size]
-            x = self.fetch(index)
+        for number, start in enumerate(range(0, n, self.batch_size)):
+            batch = order[start : start + self.batch_size]
+            part = self.shard.part(len(batch))
+            x = self.fetch(batch[part])
             if self.augment:
-                x = augment_batch(x, generator)
-            yield x, self.labels[index.to(self.labels.device)]
+                x = augment_batch(x, generator, len(batch), part)
+            yield x, self.labels[batch[part].to(self.labels.device)], BatchInfo(number, len(batch), part)
+
+    def batches(self, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of one epoch (this process's part of each)."""
+        for x, y, _ in self.parts(epoch):
+            yield x, y
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         return self.batches(0)
 
 
-def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Random crop (zero padding of 1/8 of the side) and horizontal flip, per image."""
+def augment_batch(
+    x: Tensor, generator: torch.Generator, global_size: int | None = None, part: slice = slice(None)
+) -> Tensor:
+    """Random crop (zero padding of 1/8 of the side) and horizontal flip, per image.
+
+    The random draws cover the whole global batch (``global_size``); ``x`` is its ``part``.
+    """
     n, _, h, w = x.shape
+    size = global_size or n
     pad = max(1, h // 8)
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).tolist()
-    flip = torch.rand(n, generator=generator) < 0.5
+    dy = torch.randint(0, 2 * pad + 1, (size,), generator=generator)[part].tolist()
+    dx = torch.randint(0, 2 * pad + 1, (size,), generator=generator)[part].tolist()
+    flip = (torch.rand(size, generator=generator) < 0.5)[part]
     crops = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
     return torch.where(flip.view(-1, 1, 1, 1).to(x.device), crops.flip(-1), crops)

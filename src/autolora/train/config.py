@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..attacks import PGD, RandomStart, threat_model
+from ..attacks import PGD, BatchNoise, RandomStart, threat_model
 from ..errors import ConfigError
 from ..eval import EvalConfig
 
@@ -28,13 +28,20 @@ class AttackConfig:
         if self.steps < 1:
             raise ConfigError("attack-steps", self.steps, "use at least one attack step")
 
-    def pgd(self, start: RandomStart, steps: int | None = None, autocast: torch.dtype | None = None) -> PGD:
+    def pgd(
+        self,
+        start: RandomStart,
+        steps: int | None = None,
+        autocast: torch.dtype | None = None,
+        noise: BatchNoise | None = None,
+    ) -> PGD:
         return PGD(
             threat_model(self.norm, self.eps),
             steps=self.steps if steps is None else steps,
             step_size=self.step_size,
             random_start=start,
             autocast=autocast,
+            noise=noise,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..attacks import RandomStart
+from ..attacks import BatchNoise, RandomStart
 from .config import TrainConfig
 from .objectives import (
     AdversarialCEObjective,
@@ -17,25 +17,25 @@ from .objectives import (
 )
 from .schedule import AutoLRSchedule, CosineSchedule, Schedule, StepDecaySchedule
 
-ObjectiveFactory = Callable[[TrainConfig, LossWeights], Objective]
+ObjectiveFactory = Callable[[TrainConfig, LossWeights, BatchNoise | None], Objective]
 
 
-def _autolora(config: TrainConfig, weights: LossWeights) -> Objective:
-    attack = config.attack.pgd(RandomStart.NORMAL, autocast=config.autocast_dtype)
+def _autolora(config: TrainConfig, weights: LossWeights, noise: BatchNoise | None = None) -> Objective:
+    attack = config.attack.pgd(RandomStart.NORMAL, autocast=config.autocast_dtype, noise=noise)
     return AutoLoraObjective(attack, weights, config.autocast_dtype)
 
 
-def _trades(config: TrainConfig, weights: LossWeights) -> Objective:
-    attack = config.attack.pgd(RandomStart.NORMAL, autocast=config.autocast_dtype)
+def _trades(config: TrainConfig, weights: LossWeights, noise: BatchNoise | None = None) -> Objective:
+    attack = config.attack.pgd(RandomStart.NORMAL, autocast=config.autocast_dtype, noise=noise)
     return TradesObjective(attack, config.beta, config.autocast_dtype)
 
 
-def _adversarial_ce(config: TrainConfig, weights: LossWeights) -> Objective:
-    attack = config.attack.pgd(RandomStart.UNIFORM, autocast=config.autocast_dtype)
+def _adversarial_ce(config: TrainConfig, weights: LossWeights, noise: BatchNoise | None = None) -> Objective:
+    attack = config.attack.pgd(RandomStart.UNIFORM, autocast=config.autocast_dtype, noise=noise)
     return AdversarialCEObjective(attack, config.autocast_dtype)
 
 
-def _clean_ce(config: TrainConfig, weights: LossWeights) -> Objective:
+def _clean_ce(config: TrainConfig, weights: LossWeights, noise: BatchNoise | None = None) -> Objective:
     return CleanCEObjective(config.autocast_dtype)
 
 

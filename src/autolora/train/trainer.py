@@ -11,10 +11,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..attacks import RandomStart
+from ..attacks import BatchNoise, RandomStart
 from ..attacks.pgd import evaluating
 from ..data import BatchLoader, PreparedData, limit
-from ..distributed import DistContext
+from ..distributed import DistContext, restore_batchnorm, use_global_batchnorm
 from ..errors import CheckpointError, ConfigError
 from ..eval import evaluate
 from ..fileio import save_tensors, write_json
@@ -28,6 +28,8 @@ from .run_dir import SNAPSHOTS, SUMMARY, RunDirectory
 from .scalars import AutoScalars
 from .schedule import Decision
 from .state import load_state, rng_state, save_state, seed_epoch, set_rng_state
+
+NOISE_STREAM = 1_000_000  # random-start keys: epoch * NOISE_STREAM + batch (validation: + NOISE_STREAM / 2)
 
 
 @dataclass
@@ -88,7 +90,8 @@ class Trainer:
         self.record = record or {}
         self.weights = LossWeights()
         self.scalars = AutoScalars(self.weights) if self.method.auto_scalars else None
-        self.objective = self.method.objective(config, self.weights)
+        self.noise = BatchNoise(config.seed)
+        self.objective = self.method.objective(config, self.weights, self.noise)
         self.schedule = build_schedule(config)
         self.timing = Timing()
         self.metrics: list[dict[str, Any]] = []
@@ -116,6 +119,7 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         self.net: nn.Module = model
         if self.dist.enabled:
+            use_global_batchnorm(model)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(model, device_ids=ids)
 
@@ -136,7 +140,7 @@ class Trainer:
         if self.scalars is not None:
             subset = limit(self.data.train, cfg.scalar_samples, cfg.seed, "scalar-samples")
             self.scalar_loader = BatchLoader(subset, spec, 2 * cfg.batch_size, self.device, shard=shard)
-        self.val_attack = cfg.attack.pgd(RandomStart.UNIFORM, steps=cfg.val_attack_steps)
+        self.val_attack = cfg.attack.pgd(RandomStart.UNIFORM, steps=cfg.val_attack_steps, noise=self.noise)
 
     def _set_train_mode(self) -> None:
         self.net.train()
@@ -191,9 +195,9 @@ class Trainer:
 
     def _measure_natural_accuracy(self) -> float:
         correct = total = 0
-        with evaluating(self.net), torch.no_grad():
+        with evaluating(self.model), torch.no_grad():
             for x, y in self.scalar_loader.batches():
-                correct += int((natural_forward(self.net, x).argmax(1) == y).sum())
+                correct += int((natural_forward(self.model, x).argmax(1) == y).sum())
                 total += len(y)
         correct, total = self.dist.all_sum(correct, total)
         return correct / max(total, 1)
@@ -202,12 +206,13 @@ class Trainer:
         self._set_train_mode()
         loss_sum = correct = seen = 0.0
         with self.reporter.batches(len(self.train_loader), f"epoch {epoch}") as advance:
-            for batch, (x, y) in enumerate(self.train_loader.batches(epoch)):
+            for x, y, info in self.train_loader.parts(epoch):
+                self.noise.begin(epoch * NOISE_STREAM + info.index, info.global_size, info.part)
                 if self.config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 output: LossOutput = self.objective(self.net, x, y)
                 if not self._finite(output.loss):
-                    return EpochResult(None, None, f"non-finite loss in epoch {epoch}, batch {batch}")
+                    return EpochResult(None, None, f"non-finite loss in epoch {epoch}, batch {info.index}")
                 self.optimizer.zero_grad(set_to_none=True)
                 output.loss.backward()
                 self.optimizer.step()
@@ -225,10 +230,11 @@ class Trainer:
             finite = bad == 0
         return finite
 
-    def _validate(self) -> tuple[float, float]:
+    def _validate(self, epoch: int) -> tuple[float, float]:
         clean = robust = total = 0
         with evaluating(self.model):
-            for x, y in self.val_loader.batches():
+            for x, y, info in self.val_loader.parts():
+                self.noise.begin(epoch * NOISE_STREAM + NOISE_STREAM // 2 + info.index, info.global_size, info.part)
                 with torch.no_grad():
                     clean += int((self.model(x).argmax(1) == y).sum())
                 x_adv = self.val_attack(self.model, x, y)
@@ -259,7 +265,7 @@ class Trainer:
             row |= {"val_clean_acc": None, "val_robust_acc": None}
         else:
             t0 = time.perf_counter()
-            val_clean, val_robust = self._validate()
+            val_clean, val_robust = self._validate(epoch)
             self.timing.validation += time.perf_counter() - t0
             row |= {"val_clean_acc": val_clean, "val_robust_acc": val_robust}
             decision = self.schedule.step(val_robust)
@@ -298,7 +304,7 @@ class Trainer:
 
     def exported_model(self) -> ImageClassifier:
         """The best-on-validation model without branches, in the original architecture."""
-        best = copy.deepcopy(self.model)
+        best = restore_batchnorm(copy.deepcopy(self.model))
         best.load_state_dict(self.best_state)
         plain = export(best, inplace=True) if has_branches(best) else best
         return plain.to(memory_format=torch.contiguous_format).requires_grad_(True)
@@ -308,7 +314,7 @@ class Trainer:
         if not every or self.schedule.epoch % every or not self.dist.is_main:
             return
         folder = self.run.file(SNAPSHOTS) / f"epoch-{self.schedule.epoch:03d}"
-        current = copy.deepcopy(self.model)
+        current = restore_batchnorm(copy.deepcopy(self.model))
         if has_branches(current):
             names = {id(p): n for n, p in current.named_parameters()}
             save_tensors(folder / "branch.safetensors", {names[id(p)]: p for p in lora_parameters(current)})
