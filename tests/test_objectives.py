@@ -105,3 +105,20 @@ def test_trades_loss_is_ce_plus_beta_kl():
     output = TradesObjective(PGD(LinfBall(0.1), steps=2, random_start=RandomStart.NORMAL), beta=6.0)(model, x, y)
     expected = F.cross_entropy(output.natural_logits, y) + 6.0 * kl_batchmean(output.natural_logits, output.logits)
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_autocast_and_channels_last_train_like_fp32(channels_last):
+    x, y = torch.rand(8, 1, 16, 16), torch.arange(8) % 4
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    losses = {}
+    for dtype in (None, torch.bfloat16):
+        model = _model().to(memory_format=memory)
+        attack = PGD(LinfBall(0.1), steps=2, random_start=RandomStart.NORMAL, autocast=dtype)
+        torch.manual_seed(0)
+        output = AutoLoraObjective(attack, LossWeights(0.5, 3.0), dtype)(model, x.contiguous(memory_format=memory), y)
+        output.loss.backward()
+        assert output.loss.dtype == torch.float32 and torch.isfinite(output.loss)
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+        losses[dtype] = output.loss.item()
+    assert losses[torch.bfloat16] == pytest.approx(losses[None], rel=0.05)

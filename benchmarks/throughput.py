@@ -1,0 +1,87 @@
+"""Images per second of one adversarial training step, per method, model and memory format.
+
+One step = the method's attack (PGD-K) + its loss's forward and backward + the optimizer step,
+exactly the objects the trainer uses. Reports the median of timed steps after warm-up, and the
+ratio autolora / vanilla (TRADES) on the same model, batch and attack.
+
+    python benchmarks/throughput.py [--steps 10] [--batch 128] [--repeats 7] [--out benchmarks/results/throughput.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from autolora.inputs import InputSpec
+from autolora.lora import inject
+from autolora.models import create_model
+from autolora.runtime import machine
+from autolora.train import AttackConfig, LossWeights, TrainConfig
+from autolora.train.methods import METHODS
+
+CASES = {"resnet8 28x28": ("resnet8", InputSpec.plain(1, 28)), "resnet18 32x32": ("resnet18", InputSpec.plain(3, 32))}
+
+
+def step_time(model_name: str, spec: InputSpec, method: str, args: argparse.Namespace, channels_last: bool) -> float:
+    torch.manual_seed(0)
+    model = create_model(model_name, 10, spec)
+    if METHODS[method].branch:
+        inject(model)
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory).train()
+    config = TrainConfig(method=method, epochs=1, lr=0.01, attack=AttackConfig(eps=8 / 255, steps=args.steps))
+    objective = METHODS[method].objective(config, LossWeights(0.5, 3.0), None)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    x = torch.rand(args.batch, spec.channels, spec.size, spec.size).contiguous(memory_format=memory)
+    y = torch.randint(0, 10, (args.batch,))
+    times = []
+    for index in range(args.warmup + args.repeats):
+        start = time.perf_counter()
+        output = objective(model, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        optimizer.step()
+        if index >= args.warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="PGD steps of the training attack")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--methods", default="pgd-at,vanilla,autolora")
+    parser.add_argument("--formats", default="contiguous,channels_last")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
+    args = parser.parse_args()
+    rows = []
+    for case, (model_name, spec) in CASES.items():
+        for memory in args.formats.split(","):
+            for method in args.methods.split(","):
+                seconds = step_time(model_name, spec, method, args, memory == "channels_last")
+                rows.append({"case": case, "format": memory, "method": method, "seconds": seconds,
+                             "images_per_s": args.batch / seconds})  # fmt: skip
+                print(f"{case:<16} {memory:<14} {method:<9} {args.batch / seconds:8.1f} img/s", flush=True)
+    ratios = {}
+    for case in CASES:
+        for memory in args.formats.split(","):
+            by_method = {r["method"]: r["seconds"] for r in rows if r["case"] == case and r["format"] == memory}
+            if {"autolora", "vanilla"} <= set(by_method):
+                ratios[f"{case} {memory}"] = by_method["autolora"] / by_method["vanilla"]
+                print(f"{case} {memory}: autolora/vanilla step time {ratios[f'{case} {memory}']:.3f}")
+    record = {"settings": vars(args) | {"out": str(args.out)}, "machine": machine(), "rows": rows,
+              "autolora_over_vanilla_time": ratios, "time": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
