@@ -30,7 +30,7 @@ from autolora.demo import default_checkpoint
 from autolora.diagnose import DiagnoseConfig, diagnose, plot_over_training, plot_per_layer
 from autolora.eval import EvalConfig
 from autolora.fileio import write_json, write_text
-from autolora.models import create_model, load_classifier, save_run_model
+from autolora.models import create_model, load_classifier, read_tensors, save_run_model
 from autolora.report.plots import plt, save_figure
 from autolora.runtime import machine
 from autolora.train import AttackConfig, TrainConfig
@@ -224,11 +224,7 @@ def run_diagnostics(size: Size, out: Path) -> dict[str, Any]:
             for snapshot in snapshots:
                 snap_model, _, _ = load_classifier(snapshot)
                 branch_file = snapshot / "branch.safetensors"
-                branch = None
-                if branch_file.exists():
-                    from safetensors.torch import load_file
-
-                    branch = load_file(str(branch_file))
+                branch = read_tensors(branch_file) if branch_file.exists() else None
                 value = diagnose(snap_model, images, replace(config, methods=(method,)), torch.device("cpu"), branch)
                 points.append((int(snapshot.name.split("-")[1]), value[method]["overall_cosine"]))
             if points:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ from autolora.attacks import (
     evaluating,
     run_autoattack,
 )
-from autolora.errors import ConfigError
+from autolora.errors import CheckpointError, ConfigError
 
 
 def _net(seed: int = 0) -> nn.Module:
@@ -169,3 +171,27 @@ def test_autoattack_reports_its_own_flags(batch):
 
     result = run_autoattack(Probabilities(), x[:4], y[:4], 0.1, version="fast", batch_size=4)
     assert any("probability" in flag for flag in result.flags)
+
+
+def test_autoattack_resumes_from_its_state_file(batch, tmp_path):
+    x, y = batch
+    model = _net()
+    state = tmp_path / "aa.json"
+    first = run_autoattack(model, x, y, 0.1, version="fast", batch_size=16, state_path=state)
+    saved = json.loads(state.read_text())
+    assert set(saved["done"]) == {"apgd-ce", "apgd-t"}
+    saved["done"].pop("apgd-t")  # as if killed after the first attack
+    state.write_text(json.dumps(saved))
+    again = run_autoattack(model, x, y, 0.1, version="fast", batch_size=16, state_path=state)
+    assert again.accuracy <= saved["done"]["apgd-ce"] and set(again.per_attack) == {"apgd-ce", "apgd-t"}
+    assert again.accuracy == pytest.approx(first.accuracy, abs=1 / 16)
+    with pytest.raises(CheckpointError, match="belongs to another"):
+        run_autoattack(model, x, y, 0.2, version="fast", batch_size=16, state_path=state)
+
+
+def test_autoattack_on_three_classes_skips_the_targeted_attack():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    x, y = torch.rand(8, 1, 8, 8), torch.arange(8) % 3
+    result = run_autoattack(model, x, y, 0.1, version="fast", batch_size=8)
+    assert result.attacks == ["apgd-ce"] and any("APGD-T needs" in flag for flag in result.flags)

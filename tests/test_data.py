@@ -178,14 +178,15 @@ def test_batches_are_deterministic_per_epoch_and_sharded():
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
     assert sorted(torch.cat(first).tolist()) == sorted(images.labels.tolist())
-    shards = [
-        BatchLoader(images, spec, 16, torch.device("cpu"), shuffle=True, seed=5, shard=Shard(r, 2)) for r in (0, 1)
-    ]
-    halves = [list(s.batches(3)) for s in shards]
-    whole = list(BatchLoader(images, spec, 16, torch.device("cpu"), shuffle=True, seed=5).batches(3))
-    for (x0, y0), (x1, y1), (x, y) in zip(*halves, whole, strict=True):
-        assert torch.equal(torch.cat([y0, y1]).sort().values, y.sort().values)
-        assert torch.equal(x0, x[0::2]) and torch.equal(x1, x[1::2])
+
+    # two processes each take a contiguous half of every global batch, augmented as one process would
+    def loader(**kwargs):
+        return BatchLoader(images, spec, 16, torch.device("cpu"), shuffle=True, augment=True, seed=5, **kwargs)
+
+    halves = [list(loader(shard=Shard(rank, 2)).batches(3)) for rank in (0, 1)]
+    for (x0, y0), (x1, y1), (x, y) in zip(*halves, loader().batches(3), strict=True):
+        assert torch.equal(torch.cat([y0, y1]), y) and torch.equal(torch.cat([x0, x1]), x)
+    assert [len(y) for _, y in loader(min_batch=4).batches(0)] == [16, 16, 16]  # the last 2 images are too few
 
 
 def test_image_folder(tmp_path):

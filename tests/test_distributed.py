@@ -38,7 +38,17 @@ def source(tmp_path, tiny_model):
 
 def test_two_processes_train_on_the_same_global_batch(tmp_path, source):
     for processes in (1, 2):
-        _run(processes, "finetune", "--checkpoint", source, *TINY, "--max-epochs", "1", "--out", tmp_path / f"p{processes}")
+        _run(
+            processes,
+            "finetune",
+            "--checkpoint",
+            source,
+            *TINY,
+            "--max-epochs",
+            "1",
+            "--out",
+            tmp_path / f"p{processes}",
+        )
     one, two = _rows(tmp_path / "p1")[0], _rows(tmp_path / "p2")[0]
     # same data, same random starts, BatchNorm over the global batch: the first epoch agrees to float rounding
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)

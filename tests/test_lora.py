@@ -184,3 +184,19 @@ def test_merged_export_is_the_natural_path_as_a_plain_model():
     assert not any(isinstance(m, LoraLayer) for m in merged.modules())
     assert torch.allclose(merged(x), natural_forward(model, x), atol=1e-5)
     assert not torch.allclose(export(model).eval()(x), merged(x))
+
+
+def test_load_branch_reads_the_rank_and_refuses_a_mismatch():
+    from autolora.errors import CheckpointError
+    from autolora.lora import load_branch
+
+    torch.manual_seed(0)
+    trained = _with_nonzero_branch(inject(create_model("resnet8", 5, InputSpec.plain(1, 28)), rank=4))
+    saved = {n: p.detach().clone() for n, p in trained.named_parameters() if "lora_" in n}
+    plain = export(trained)
+    restored = load_branch(export(trained), saved).eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(natural_forward(restored, x), natural_forward(trained.eval(), x))
+    del saved[next(iter(saved))]
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_branch(plain, saved)

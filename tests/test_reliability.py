@@ -102,22 +102,43 @@ def bad_inputs(tmp_path, source):
     finetune = ["finetune", "--checkpoint", source, "--dataset", "digits", "--out", tmp_path / "out", "--device", "cpu"]
     evaluate = ["evaluate", "--checkpoint", source, "--dataset", "digits", "--device", "cpu"]
     return {
-        "missing checkpoint": (["evaluate", "--checkpoint", tmp_path / "nope.pt", "--dataset", "digits"], "does not exist"),
+        "missing checkpoint": (
+            ["evaluate", "--checkpoint", tmp_path / "nope.pt", "--dataset", "digits"],
+            "does not exist",
+        ),
         "truncated checkpoint": (["evaluate", "--checkpoint", truncated, "--dataset", "digits"], "truncated"),
-        "other architecture": ([*evaluate, "--model", "resnet20"], "holds a resnet8, but the model was given as resnet20"),
+        "other architecture": (
+            [*evaluate, "--model", "resnet20"],
+            "holds a resnet8, but the model was given as resnet20",
+        ),
         "other class count": ([*evaluate, "--classes", "0-4"], "classifies 10 classes but digits has 5"),
         "unknown dataset": ([*evaluate[:3], "--dataset", "imagenet-9"], "unknown dataset 'imagenet-9'"),
-        "unknown model": (["pretrain", "--dataset", "digits", "--model", "vgg7", "--out", tmp_path / "p"], "model='vgg7'"),
+        "unknown model": (
+            ["pretrain", "--dataset", "digits", "--model", "vgg7", "--out", tmp_path / "p"],
+            "model='vgg7'",
+        ),
         "unknown method": ([*finetune, "--method", "magic"], "method='magic'"),
         "negative eps": ([*evaluate, "--eps", "-0.1"], "eps='-0.1' is invalid"),
         "eps not a number": ([*evaluate, "--eps", "eight"], "eps='eight' is invalid"),
         "eps above 1": ([*evaluate, "--eps", "300/255"], "eps='300/255' is invalid"),
         "limit-train 0": ([*finetune, "--limit-train", "0"], "limit-train=0 is invalid"),
-        "missing image folder": ([*evaluate[:3], "--dataset", f"imagefolder:{tmp_path / 'none'}"], "no train/ subfolder"),
+        "missing image folder": (
+            [*evaluate[:3], "--dataset", f"imagefolder:{tmp_path / 'none'}"],
+            "no train/ subfolder",
+        ),
         "output under a file": ([*finetune[:-4], "--out", tmp_path / "a-file" / "run"], "is a file"),
         "image size cannot be adapted": (
-            ["finetune", "--checkpoint", _imagenet_checkpoint(tmp_path), "--dataset", "digits", "--out",
-             tmp_path / "x", "--device", "cpu"],
+            [
+                "finetune",
+                "--checkpoint",
+                _imagenet_checkpoint(tmp_path),
+                "--dataset",
+                "digits",
+                "--out",
+                tmp_path / "x",
+                "--device",
+                "cpu",
+            ],
             "cannot be adapted",
         ),  # fmt: skip
     }

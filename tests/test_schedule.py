@@ -106,3 +106,11 @@ def test_schedules_validate():
         AutoLRSchedule(0.0)
     with pytest.raises(ConfigError, match="epochs"):
         StepDecaySchedule(0.1, 0)
+
+
+def test_a_fault_on_a_checkpoint_epoch_keeps_the_rule_alive():
+    schedule = AutoLRSchedule(0.1, max_epochs=40)
+    _run(schedule, [0.5] * 4)
+    assert schedule.fault().halved  # epoch 5 = W[1] + 1: the fault's halving stands for the checkpoint's
+    decisions = _run(schedule, [0.5] * 8)  # flat: condition 1 must still fire at the next checkpoints
+    assert [i + 6 for i, d in enumerate(decisions) if d.halved] == [9, 13]

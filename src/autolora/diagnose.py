@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from .attacks import PGD, CrossEntropyObjective, KLObjective, LinfBall, RandomStart
 from .data import BatchLoader, ImageSet
 from .errors import ConfigError
-from .lora import LoraLayer, export, inject, natural_forward
+from .lora import LoraLayer, export, inject, load_branch, natural_forward
 from .models import ImageClassifier
 from .train.objectives import kl_batchmean
 
@@ -139,9 +139,8 @@ def diagnose(
     for method in config.methods:
         subject: nn.Module = model
         if method == "autolora":
-            subject = inject(copy.deepcopy(model))
-            if branch_state:
-                subject.load_state_dict(branch_state, strict=False)
+            subject = copy.deepcopy(model)
+            subject = load_branch(subject, branch_state) if branch_state else inject(subject)
         results[method] = _measure(subject, method, batches, layers, config)
     return results
 

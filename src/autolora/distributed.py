@@ -82,6 +82,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
+        x = x.float()  # statistics in fp32 also under autocast, as BatchNorm's own kernels do
         count = torch.full((x.shape[1],), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
         stats = differentiable_all_reduce(torch.stack([x.sum((0, 2, 3)), x.square().sum((0, 2, 3)), count]))
         total, squares, n = stats[0], stats[1], stats[2]

@@ -26,7 +26,3 @@ class CheckpointError(AutoLoraError):
 
 class DataError(AutoLoraError):
     """A data set that is missing, unknown or cannot be adapted to the model."""
-
-
-class NonFiniteLossError(AutoLoraError):
-    """The training loss became NaN or infinite."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import platform
 import shlex
@@ -30,6 +31,11 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name.startswith("cuda:"):
         return torch.device(name)
     return torch.device("cuda", local_rank)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device``, or nothing when ``dtype`` is None (fp32)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def git_commit() -> str | None:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..runtime import autocast
 from .noise import BatchNoise
 from .objectives import CrossEntropyObjective
 from .threat import RandomStart, ThreatModel
@@ -32,12 +33,6 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes:
             module.training = training
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -93,7 +88,7 @@ class PGD:
         return best_x
 
     def _score(self, model: nn.Module, x_adv: Tensor, objective: Objective) -> tuple[Tensor, Tensor]:
-        with _autocast(x_adv.device, self.autocast):
+        with autocast(x_adv.device, self.autocast):
             logits = model(x_adv)
         return objective.loss(logits), objective.success(logits)
 

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from safetensors.torch import load_file
 
 from ..data import DataConfig, prepare_data
 from ..diagnose import DIAGNOSED_METHODS, DiagnoseConfig, diagnose, plot_over_training, plot_per_layer
 from ..errors import CheckpointError
 from ..fileio import read_json, write_json
-from ..models import InputOverrides, load_classifier
+from ..models import InputOverrides, load_classifier, read_tensors
 from ..runtime import resolve_device
 from ..train.run_dir import SNAPSHOTS
 from . import options as o
@@ -24,7 +23,7 @@ def _diagnose_one(checkpoint: Path, data: DataConfig, config: DiagnoseConfig, de
     model, record, _ = load_classifier(checkpoint, overrides=InputOverrides())
     images = prepare_data(data, validation=False, image_size=model.spec.size).train
     branch_file = checkpoint / "branch.safetensors" if checkpoint.is_dir() else None
-    branch = load_file(str(branch_file)) if branch_file is not None and branch_file.exists() else None
+    branch = read_tensors(branch_file) if branch_file is not None and branch_file.exists() else None
     result = diagnose(model, images, config, resolve_device(device), branch)
     return {"checkpoint": str(checkpoint), "architecture": record.architecture, "dataset": data.dataset,
             "branch_loaded": branch is not None, **result}  # fmt: skip

@@ -46,7 +46,7 @@ class BatchLoader:
     generator seeded by ``(seed, epoch)``, so an epoch's batches depend on nothing else and
     a resumed run sees exactly the batches an uninterrupted one would. Under a ``Shard``
     every process takes a contiguous slice of the same global batch, augmented exactly as a
-    single process would augment it.
+    single process would augment it. A last batch smaller than ``min_batch`` is skipped.
     """
 
     def __init__(
@@ -60,6 +60,7 @@ class BatchLoader:
         augment: bool = False,
         seed: int = 0,
         shard: Shard = Shard(),
+        min_batch: int = 1,
     ) -> None:
         self.images = images
         self.adapter = InputAdapter(images.shape, spec)
@@ -69,6 +70,7 @@ class BatchLoader:
         self.augment = augment
         self.seed = seed
         self.shard = shard
+        self.min_batch = min_batch
         self.labels = images.labels.to(device)
         self._cached = self._cache()
 
@@ -97,6 +99,8 @@ class BatchLoader:
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         for number, start in enumerate(range(0, n, self.batch_size)):
             batch = order[start : start + self.batch_size]
+            if len(batch) < self.min_batch:
+                break  # a last batch too small to train on (see min_batch)
             part = self.shard.part(len(batch))
             x = self.fetch(batch[part])
             if self.augment:

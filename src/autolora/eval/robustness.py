@@ -18,6 +18,7 @@ from ..data import BatchLoader, ImageSet
 from ..errors import ConfigError
 from ..inputs import InputSpec
 from .checks import check_accuracies
+from .corruptions import CORRUPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,13 @@ class EvalConfig:
             raise ConfigError("autoattack-n", self.autoattack_n, "use a positive number of examples")
         if self.batch_size < 1:
             raise ConfigError("batch-size", self.batch_size, "use a positive batch size")
+        if self.pgd_restarts < 1:
+            raise ConfigError("pgd-restarts", self.pgd_restarts, "use at least one restart")
+        if not self.severities or any(s not in range(1, 6) for s in self.severities):
+            raise ConfigError("severities", self.severities, "use severities from 1 to 5")
+        unknown = [name for name in self.corruptions or () if name not in CORRUPTIONS]
+        if unknown:
+            raise ConfigError("corruptions", ",".join(unknown), f"choose from: {', '.join(CORRUPTIONS)}")
 
     def pgd(self) -> PGD:
         return PGD(

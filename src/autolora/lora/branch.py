@@ -22,12 +22,14 @@ _HEAD_NAMES = ("head", "fc", "heads", "classifier", "linear")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel / DataParallel / compiled wrapper."""
+    """The model inside a DistributedDataParallel / DataParallel / ``torch.compile`` wrapper."""
     while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
             return model
-        model = inner
 
 
 def find_head(model: nn.Module) -> str:
@@ -167,6 +169,44 @@ def export(model: nn.Module, inplace: bool = False, *, merge: bool = False) -> n
     if HEAD_ATTRIBUTE in model.__dict__:
         delattr(model, HEAD_ATTRIBUTE)
     return model
+
+
+@torch.no_grad()
+def load_branch(model: nn.Module, tensors: dict[str, Tensor]) -> nn.Module:
+    """Inject branches matching saved ``lora_`` tensors into a plain ``model`` and load them strictly.
+
+    The rank, and whether linear layers carry branches, are read from the tensors; every
+    saved tensor must find its branch and every branch its tensor, with the same shape.
+    """
+    from ..errors import CheckpointError
+
+    layers = {k.removesuffix(".lora_A"): _module_or_none(model, k.removesuffix(".lora_A")) for k in tensors
+              if k.endswith(".lora_A")}  # fmt: skip
+    if not layers or not all(isinstance(m, (nn.Conv2d, nn.Linear)) for m in layers.values()):
+        raise CheckpointError("the branch tensors do not belong to conv or linear layers of this model")
+    name, layer = next(iter(layers.items()))
+    rank = tensors[f"{name}.lora_A"].shape[0] // (layer.kernel_size[0] if isinstance(layer, nn.Conv2d) else 1)
+    inject(model, rank=rank, include_linear=any(isinstance(m, nn.Linear) for m in layers.values()))
+    branches = {n: p for n, p in model.named_parameters() if ".lora_" in n}
+    missing, unexpected = sorted(set(branches) - set(tensors)), sorted(set(tensors) - set(branches))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the branch tensors do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for key, parameter in branches.items():
+        if parameter.shape != tensors[key].shape:
+            raise CheckpointError(
+                f"branch tensor {key} has shape {tuple(tensors[key].shape)}, not {tuple(parameter.shape)}"
+            )
+        parameter.copy_(tensors[key])
+    return model
+
+
+def _module_or_none(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 @torch.no_grad()

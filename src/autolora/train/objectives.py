@@ -7,7 +7,6 @@ eval mode; the losses' forwards run in the model's own (training) mode.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +17,7 @@ from torch import Tensor, nn
 from ..attacks import PGD, CrossEntropyObjective, KLObjective
 from ..attacks.pgd import evaluating
 from ..lora import natural_forward, unwrap
+from ..runtime import autocast
 
 
 @dataclass
@@ -37,10 +37,6 @@ def kl_batchmean(p_logits: Tensor, q_logits: Tensor) -> Tensor:
         F.kl_div(F.log_softmax(q_logits.float(), dim=1), F.softmax(p_logits.float(), dim=1), reduction="sum")
         / p_logits.shape[0]
     )
-
-
-def _autocast(x: Tensor, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return contextlib.nullcontext() if dtype is None else torch.autocast(x.device.type, dtype=dtype)
 
 
 @dataclass
@@ -71,7 +67,7 @@ class AutoLoraObjective:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         x_adv = self.attack(unwrap(model), x, CrossEntropyObjective(y))
-        with _autocast(x, self.autocast):
+        with autocast(x.device, self.autocast):
             z_nat = natural_forward(model, x)
             z_adv = model(x_adv)
         return LossOutput(autolora_loss(z_nat, z_adv, y, self.weights), z_adv, z_nat)
@@ -87,10 +83,10 @@ class TradesObjective:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         inner = unwrap(model)
-        with evaluating(inner), torch.no_grad(), _autocast(x, self.autocast):
+        with evaluating(inner), torch.no_grad(), autocast(x.device, self.autocast):
             clean_eval = inner(x)
         x_adv = self.attack(inner, x, KLObjective(clean_eval))
-        with _autocast(x, self.autocast):
+        with autocast(x.device, self.autocast):
             z_nat = model(x)
             z_adv = model(x_adv)
         loss = F.cross_entropy(z_nat.float(), y) + self.beta * kl_batchmean(z_nat, z_adv)
@@ -106,7 +102,7 @@ class AdversarialCEObjective:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         x_adv = self.attack(unwrap(model), x, CrossEntropyObjective(y))
-        with _autocast(x, self.autocast):
+        with autocast(x.device, self.autocast):
             z_adv = model(x_adv)
         return LossOutput(F.cross_entropy(z_adv.float(), y), z_adv)
 
@@ -118,6 +114,6 @@ class CleanCEObjective:
     autocast: torch.dtype | None = None
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
-        with _autocast(x, self.autocast):
+        with autocast(x.device, self.autocast):
             logits = model(x)
         return LossOutput(F.cross_entropy(logits.float(), y), logits)

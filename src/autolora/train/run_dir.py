@@ -16,7 +16,6 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CURVES = "curves.png"
 SNAPSHOTS = "snapshots"
-EVAL_STATE = "autoattack_state.json"
 
 
 class RunDirectory:
@@ -64,7 +63,7 @@ class RunDirectory:
             raise ConfigError("out", str(self.path), f"cannot create it ({exc.strerror})") from None
 
     def _clear(self) -> None:
-        for name in (STATE, METRICS, RUN_CONFIG, RUN_WEIGHTS, SUMMARY, CURVES, EVAL_STATE):
+        for name in (STATE, METRICS, RUN_CONFIG, RUN_WEIGHTS, SUMMARY, CURVES):
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.path / SNAPSHOTS, ignore_errors=True)
 

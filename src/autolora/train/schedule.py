@@ -151,6 +151,11 @@ class AutoLRSchedule(Schedule):
         j = self.next_checkpoint
         return j < len(self.checkpoints) and self.epoch - 1 == self.checkpoints[j]
 
+    def _pass_checkpoint(self, halved: bool) -> None:
+        self.next_checkpoint += 1
+        self.best_at_last_checkpoint = self.best
+        self.halved_at_last_checkpoint = halved
+
     def _decide(self, is_best: bool) -> Decision:
         if not self._at_checkpoint():
             return Decision(self.lr, is_best)
@@ -159,10 +164,8 @@ class AutoLRSchedule(Schedule):
         improved = self._improvements(start, end)
         condition1 = improved < self.rho * (end - start)
         condition2 = not self.halved_at_last_checkpoint and self.best <= self.best_at_last_checkpoint
-        self.next_checkpoint += 1
-        self.best_at_last_checkpoint = self.best
-        self.halved_at_last_checkpoint = condition1 or condition2
-        if not self.halved_at_last_checkpoint:
+        self._pass_checkpoint(halved=condition1 or condition2)
+        if not (condition1 or condition2):
             return Decision(self.lr, is_best)
         reason = (
             f"condition 1: {improved}/{end - start} epochs improved"
@@ -178,6 +181,11 @@ class AutoLRSchedule(Schedule):
         return Decision(self.lr, is_best, True, True, False, reason)
 
     def fault(self) -> Decision:
-        """A non-finite loss: halve the LR and roll back to the best model at once."""
+        """A non-finite loss: halve the LR and roll back to the best model at once.
+
+        A fault on a checkpoint epoch stands for that checkpoint's halving.
+        """
         self.history.append(None)
+        if self._at_checkpoint():
+            self._pass_checkpoint(halved=True)
         return self._finish(self._halve(False, f"non-finite loss in epoch {self.epoch}"))

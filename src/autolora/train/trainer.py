@@ -134,6 +134,7 @@ class Trainer:
             augment=self.data.augment,
             seed=cfg.seed,
             shard=shard,
+            min_batch=2 * shard.world_size,  # BatchNorm needs two examples; every process needs one
         )
         self.val_loader = BatchLoader(self.data.val, spec, 2 * cfg.batch_size, self.device, shard=shard)
         self.scalar_loader = None
@@ -149,10 +150,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ resume
 
+    def _resume_key(self) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues: settings, data and source model."""
+        return {
+            "training": self.config.resume_key(),
+            "data": self.record.get("data"),
+            "source": (self.record.get("source") or {}).get("model"),
+            "num_classes": self.data.num_classes,
+        }
+
     def _state(self) -> dict[str, Any]:
         optimizer = self.optimizer.state_dict()
         return {
-            "config": self.config.resume_key(),
+            "config": self._resume_key(),
             "epoch": self.schedule.epoch,
             "model": self.model.state_dict(),
             "best": self.best_state,
@@ -172,12 +182,15 @@ class Trainer:
 
     def _restore(self) -> None:
         state = load_state(self.run.state)
-        if _jsonable(state["config"]) != _jsonable(self.config.resume_key()):
+        if _jsonable(state["config"]) != _jsonable(self._resume_key()):
             raise CheckpointError(
-                f"{self.run.state} was written with other settings; resume with the same command, "
-                "or pass --overwrite to start again"
+                f"{self.run.state} was written with other settings, data or source model; resume with the "
+                "same command, or pass --overwrite to start again"
             )
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{self.run.state} does not fit this model: {str(exc).splitlines()[0]}") from None
         self.best_state = state["best"]
         optimizer = state["optimizer"]
         optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
@@ -214,7 +227,10 @@ class Trainer:
                 if not self._finite(output.loss):
                     return EpochResult(None, None, f"non-finite loss in epoch {epoch}, batch {info.index}")
                 self.optimizer.zero_grad(set_to_none=True)
-                output.loss.backward()
+                # DDP averages the processes' gradients; weighting each by its share of the global batch
+                # makes that average the gradient of the global batch's mean loss
+                share = len(y) * self.dist.world_size / info.global_size
+                (output.loss * share).backward()
                 self.optimizer.step()
                 loss_sum += output.loss.item() * len(y)
                 correct += int((output.logits.argmax(1) == y).sum())
@@ -258,7 +274,7 @@ class Trainer:
         t0 = time.perf_counter()
         result = self._train_epoch(epoch)
         self.timing.train += time.perf_counter() - t0
-        row |= {"train_loss": result.loss, "train_robust_acc": result.accuracy}
+        row |= {"train_loss": result.loss, "train_acc": result.accuracy}
         if result.fault:
             self.reporter.warning(result.fault)
             decision = self.schedule.fault()
@@ -269,15 +285,17 @@ class Trainer:
             self.timing.validation += time.perf_counter() - t0
             row |= {"val_clean_acc": val_clean, "val_robust_acc": val_robust}
             decision = self.schedule.step(val_robust)
-        self._apply(decision)
+        self._apply(decision, fault=result.fault is not None)
         row |= {"best": decision.is_best, "event": decision.reason, "seconds": round(time.perf_counter() - started, 3)}
         self.metrics.append(row)
 
-    def _apply(self, decision: Decision) -> None:
+    def _apply(self, decision: Decision, fault: bool = False) -> None:
         if decision.is_best:
             self.best_state = snapshot(self.model)
         if decision.rollback:
             self.model.load_state_dict(self.best_state)
+        if fault:
+            self.optimizer.state.clear()  # momentum from a diverging step must not carry over
         for group in self.optimizer.param_groups:
             group["lr"] = decision.lr
         if decision.stop:
@@ -322,18 +340,20 @@ class Trainer:
         save_run_model(folder, current, self.architecture, {"epoch": self.schedule.epoch, "method": self.config.method})
 
     def _finish(self) -> dict[str, Any]:
-        model = self.exported_model()
-        summary: dict[str, Any] = {}
-        if self.dist.is_main:
-            t0 = time.perf_counter()
-            results = evaluate(model, self.data.test, model.spec, self.config.evaluation, self.device)
-            self.timing.test += time.perf_counter() - t0
-            summary = self._summary(results)
-            save_run_model(self.run.path, model, self.architecture, self.record | {"training": self.config.to_dict()})
-            write_json(self.run.file(SUMMARY), summary)
-            self._save_state()
-            _write_curves(self.run)
+        # Only the main process evaluates on the test split; the others leave now rather than
+        # wait in a collective that could time out during a long AutoAttack run.
         self.dist.barrier()
+        if not self.dist.is_main:
+            return {}
+        model = self.exported_model()
+        started = time.perf_counter()
+        results = evaluate(model, self.data.test, model.spec, self.config.evaluation, self.device)
+        self.timing.test += time.perf_counter() - started
+        summary = self._summary(results)
+        save_run_model(self.run.path, model, self.architecture, self.record | {"training": self.config.to_dict()})
+        write_json(self.run.file(SUMMARY), summary)
+        self._save_state()
+        _write_curves(self.run)
         return summary
 
     def _summary(self, results: dict[str, Any]) -> dict[str, Any]:
