@@ -59,9 +59,9 @@ def _train(
     resume: bool,
     overwrite: bool,
     reporter: Reporter | None,
-    dist: DistContext,
-    torch_device: torch.device,
 ) -> dict[str, Any]:
+    dist = init_distributed(resolve_device(device))
+    torch_device = resolve_device(device, dist.local_rank)
     run, resuming = _open_run(out, dist, resume, overwrite)
     trainer = Trainer(
         model,
@@ -93,8 +93,7 @@ def pretrain(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Adversarially pre-train a registry model on a data set; returns the run's summary."""
-    dist = init_distributed(resolve_device(device))
-    torch_device = resolve_device(device, dist.local_rank)
+    resolve_device(device)  # refuse a missing GPU before loading data
     data = prepare_data(data_config)
     channels, height, width = data.train.shape
     mean, std = data_statistics(data.train)
@@ -117,8 +116,6 @@ def pretrain(
         resume=resume,
         overwrite=overwrite,
         reporter=reporter,
-        dist=dist,
-        torch_device=torch_device,
     )
 
 
@@ -141,8 +138,7 @@ def finetune(
     The feature extractor and its input spec come from the checkpoint; the head is new
     (zero-initialised) with the downstream class count; the data are adapted to the spec.
     """
-    dist = init_distributed(resolve_device(device))
-    torch_device = resolve_device(device, dist.local_rank)
+    resolve_device(device)  # refuse a missing GPU before loading anything
     model, source, load_report = load_classifier(checkpoint, architecture=architecture, overrides=overrides)
     data = prepare_data(data_config, image_size=model.spec.size)
     model.reset_classifier(data.num_classes, zero_init=True)
@@ -169,8 +165,6 @@ def finetune(
         resume=resume,
         overwrite=overwrite,
         reporter=reporter,
-        dist=dist,
-        torch_device=torch_device,
     )
 
 

@@ -1,0 +1,60 @@
+"""The demo's pipeline and the reproduction study's --quick mode, end to end on tiny sizes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autolora import demo
+from autolora.models import load_classifier
+
+from .helpers import needs_fashion_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_checkpoint_is_a_robust_fashion_mnist_model():
+    model, record, report = load_classifier(demo.default_checkpoint())
+    assert record.architecture == "resnet8" and record.num_classes == 10 and record.input.size == 28
+    assert report.layout == "autolora run directory"
+    evaluation = json.loads((demo.default_checkpoint() / "evaluation.json").read_text())
+    assert evaluation["eps"] == pytest.approx(0.1) and evaluation["n"] == 10000
+    assert 0.5 < evaluation["autoattack_acc"] <= evaluation["pgd_acc"] + 0.02 <= evaluation["clean_acc"] + 0.02
+    assert (demo.default_checkpoint() / "model.safetensors").stat().st_size < 5 * 2**20
+
+
+@pytest.mark.slow
+def test_demo_pipeline_writes_runs_report_and_figure(tmp_path, monkeypatch, cli):
+    tiny = demo.DemoSize("tiny test", 150, 2, 2, 1, "fast", 16)
+    monkeypatch.setattr(demo, "QUICK", tiny)
+    result = cli("demo", "--quick", "--out", tmp_path / "d", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "autolora" in result.output and "vanilla" in result.output and "demo took" in result.output
+    report = (tmp_path / "d" / "report.md").read_text()
+    assert "autolora" in report and "vanilla" in report and "(fast" in report
+    assert (tmp_path / "d" / "comparison.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "d" / "vanilla" / "summary.json").read_text())
+    assert summary["method"] == "vanilla" and summary["evaluation"]["autoattack"]["version"] == "fast"
+    again = cli("demo", "--quick", "--out", tmp_path / "d", "--device", "cpu")  # a rerun continues, never clobbers
+    assert again.exit_code == 0, again.output
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_reproduction_study_quick_mode(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "reproduce.py"), "--quick", "--seeds", "0", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((tmp_path / "results.json").read_text())
+    runs = {(row["task"], row["run"]) for row in record["table"]}
+    for task in ("digits", "fmnist-split"):
+        for run in ("vanilla lr=0.001", "vanilla lr=0.01", "vanilla lr=0.1", "autolora", "no pre-training (vanilla lr=0.1)"):
+            assert (task, run) in runs
+        assert -1 <= record["diagnostics"][task]["vanilla"] <= 1
+    assert (tmp_path / "sensitivity.png").exists() and "| autolora |" in (tmp_path / "study.md").read_text()
