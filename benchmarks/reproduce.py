@@ -55,7 +55,7 @@ class Size:
     save_every: int
 
 
-FULL = Size(1500, None, 4, 30, 16, 10, 1000, "standard", 100, 4, 5)
+FULL = Size(1500, None, 4, 40, 20, 10, 1000, "standard", 100, 4, 5)
 QUICK = Size(120, 600, 1, 2, 2, 1, 40, "fast", 16, 1, 1)
 
 

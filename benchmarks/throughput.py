@@ -59,10 +59,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--methods", default="pgd-at,vanilla,autolora")
     parser.add_argument("--formats", default="contiguous,channels_last")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/throughput.json"))
     args = parser.parse_args()
     rows = []
-    for case, (model_name, spec) in CASES.items():
+    cases = {name: CASES[name] for name in args.cases.split(",")}
+    for case, (model_name, spec) in cases.items():
         for memory in args.formats.split(","):
             for method in args.methods.split(","):
                 seconds = step_time(model_name, spec, method, args, memory == "channels_last")
@@ -70,7 +72,7 @@ def main() -> None:
                              "images_per_s": args.batch / seconds})  # fmt: skip
                 print(f"{case:<16} {memory:<14} {method:<9} {args.batch / seconds:8.1f} img/s", flush=True)
     ratios = {}
-    for case in CASES:
+    for case in cases:
         for memory in args.formats.split(","):
             by_method = {r["method"]: r["seconds"] for r in rows if r["case"] == case and r["format"] == memory}
             if {"autolora", "vanilla"} <= set(by_method):

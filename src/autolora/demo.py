@@ -36,7 +36,7 @@ class DemoSize:
     autoattack_n: int
 
 
-FULL = DemoSize("full", None, 40, 24, 10, "standard", 200)
+FULL = DemoSize("full", None, 40, 24, 10, "standard", 100)
 QUICK = DemoSize("quick (smoke run: small limits, few epochs, fast AutoAttack)", 400, 6, 4, 3, "fast", 64)
 
 

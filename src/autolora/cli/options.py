@@ -68,7 +68,10 @@ AutoAttackVersion = Annotated[
 ]
 AutoAttackN = Annotated[int | None, typer.Option(help="Run AutoAttack on a seeded subset of N test images.")]
 Precision = Annotated[str, typer.Option(help="fp32, or bf16 autocast for training steps (CUDA; eval stays fp32).")]
-ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="Use the channels_last memory format.")]
+ChannelsLast = Annotated[
+    bool,
+    typer.Option("--channels-last/--no-channels-last", help="The channels_last memory format (faster, also on CPUs)."),
+]
 Augment = Annotated[
     bool | None, typer.Option("--augment/--no-augment", help="Random crop + flip (default: per data set).")
 ]

@@ -62,7 +62,7 @@ class TrainConfig:
     scalar_samples: int | None = 5000
     schedule: str | None = None  # None: the method's own
     precision: str = "fp32"
-    channels_last: bool = False
+    channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
     seed: int = 0
     save_every: int | None = None
     evaluation: EvalConfig = field(default_factory=EvalConfig)

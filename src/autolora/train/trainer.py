@@ -143,6 +143,9 @@ class Trainer:
             self.scalar_loader = BatchLoader(subset, spec, 2 * cfg.batch_size, self.device, shard=shard)
         self.val_attack = cfg.attack.pgd(RandomStart.UNIFORM, steps=cfg.val_attack_steps, noise=self.noise)
 
+    def _memory_format(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
     def _set_train_mode(self) -> None:
         self.net.train()
         if self.method.head_only:
@@ -221,8 +224,7 @@ class Trainer:
         with self.reporter.batches(len(self.train_loader), f"epoch {epoch}") as advance:
             for x, y, info in self.train_loader.parts(epoch):
                 self.noise.begin(epoch * NOISE_STREAM + info.index, info.global_size, info.part)
-                if self.config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = self._memory_format(x)
                 output: LossOutput = self.objective(self.net, x, y)
                 if not self._finite(output.loss):
                     return EpochResult(None, None, f"non-finite loss in epoch {epoch}, batch {info.index}")
@@ -251,6 +253,7 @@ class Trainer:
         with evaluating(self.model):
             for x, y, info in self.val_loader.parts():
                 self.noise.begin(epoch * NOISE_STREAM + NOISE_STREAM // 2 + info.index, info.global_size, info.part)
+                x = self._memory_format(x)
                 with torch.no_grad():
                     clean += int((self.model(x).argmax(1) == y).sum())
                 x_adv = self.val_attack(self.model, x, y)
