@@ -201,3 +201,17 @@ def test_autolora_refuses_fixed_epochs(cli, tmp_path, source_run):
         "finetune", "--checkpoint", source_run, "--dataset", "digits", "--out", tmp_path / "x", "--epochs", "3"
     )
     assert result.exit_code == 2
+
+
+def test_evaluate_corruptions_reports_which_ran(cli, tmp_path, source_run):
+    report = tmp_path / "c.json"
+    result = cli("evaluate", "--checkpoint", source_run, "--dataset", "digits", "--limit-test", "20",
+                 "--attacks", "clean,corruptions", "--corruptions", "gaussian_noise,saturate,contrast", "--json", report)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    table = data["corruptions"]
+    assert table["ran"] == ["gaussian_noise", "contrast"] and table["skipped"] == {"saturate": "needs RGB images"}
+    assert len(table["by_severity"]["contrast"]) == 5 and 0.0 <= data["corruption_acc"] <= 1.0
+    bad = cli("evaluate", "--checkpoint", source_run, "--dataset", "digits", "--attacks", "corruptions",
+              "--corruptions", "snow-storm")  # fmt: skip
+    assert bad.exit_code == 2

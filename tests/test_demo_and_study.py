@@ -41,6 +41,8 @@ def test_demo_pipeline_writes_runs_report_and_figure(tmp_path, monkeypatch, cli)
     assert summary["method"] == "vanilla" and summary["evaluation"]["autoattack"]["version"] == "fast"
     again = cli("demo", "--quick", "--out", tmp_path / "d", "--device", "cpu")  # a rerun continues, never clobbers
     assert again.exit_code == 0, again.output
+    assert "is finished; its summary stands" in " ".join(again.output.split())  # rich wraps at 80 columns
+    assert json.loads((tmp_path / "d" / "vanilla" / "summary.json").read_text()) == summary
 
 
 @pytest.mark.slow

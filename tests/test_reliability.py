@@ -257,3 +257,12 @@ def test_evaluation_checks_orderings_and_masking():
     assert "gradient masking" in check_accuracies(0.9, 0.7, 0.4, 100, 0.1)[0]
     assert "above PGD" in check_accuracies(0.9, 0.4, 0.5, 100, 0.1)[0]
     assert "no adversarial example" in check_accuracies(0.8, 0.8, None, 100, 0.1)[0]
+
+
+def test_a_batch_too_small_for_batchnorm_is_refused(tmp_path, tiny_model):
+    from autolora.errors import ConfigError
+
+    data = prepare_data(DataConfig("digits", limit_train=200, limit_test=20))
+    config = TrainConfig(method="vanilla", epochs=1, lr=0.01, batch_size=1)
+    with pytest.raises(ConfigError, match="batch-size=1"):
+        Trainer(tiny_model, "resnet8", data, config, RunDirectory(tmp_path), device=torch.device("cpu"))

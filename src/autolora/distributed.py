@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .data import Shard
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,13 +86,13 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         x = x.float()  # statistics in fp32 also under autocast, as BatchNorm's own kernels do
+        shape, dims = (1, -1, 1, 1), (0, 2, 3)
         count = torch.full((x.shape[1],), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
-        stats = differentiable_all_reduce(torch.stack([x.sum((0, 2, 3)), x.square().sum((0, 2, 3)), count]))
-        total, squares, n = stats[0], stats[1], stats[2]
+        total, n = differentiable_all_reduce(torch.stack([x.sum(dims), count])).unbind(0)
         mean = total / n
-        var = (squares / n - mean.square()).clamp_min(0.0)
+        # the centred second moment, summed over processes: no cancellation as in E[x^2] - E[x]^2
+        var = differentiable_all_reduce((x - mean.view(shape)).square().sum(dims)) / n
         self._track(mean.detach(), var.detach(), n.detach())
-        shape = (1, -1, 1, 1)
         x_hat = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         return x_hat * self.weight.view(shape) + self.bias.view(shape) if self.affine else x_hat
 
@@ -112,12 +115,15 @@ def differentiable_all_reduce(tensor: Tensor) -> Tensor:
 
 def _swap_batchnorm(model: nn.Module, to: type[nn.BatchNorm2d], source: type[nn.BatchNorm2d]) -> nn.Module:
     for name, module in list(model.named_modules()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and type(module) not in (source, to):
+            log.warning(f"{name} ({type(module).__name__}) keeps per-process batch statistics")
         if type(module) is source:
+            reference = next(iter([*module.parameters(), *module.buffers()]))
             replacement = to(
-                module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
-            )
+                module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats,
+                device=reference.device, dtype=reference.dtype if reference.is_floating_point() else None,
+            )  # fmt: skip
             replacement.load_state_dict(module.state_dict())
-            replacement.to(module.running_mean.device if module.running_mean is not None else "cpu")
             replacement.train(module.training)
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, replacement)

@@ -71,12 +71,25 @@ class _FlagCollector(logging.Handler):
             self.messages.append(message)
 
 
-def _fingerprint(model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str, version: str) -> str:
-    digest = hashlib.sha256()
-    for tensor in (*model.state_dict().values(), x, y):
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(json.dumps([eps, norm, version]).encode())
+def _fingerprint(model: nn.Module, x: Tensor, y: Tensor, settings: dict[str, Any]) -> str:
+    """A hash of everything the result depends on: every parameter and buffer (normalisation included,
+    which the state dict leaves out), the examples and the attack settings."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    named = [*model.named_parameters(), *model.named_buffers(), ("x", x), ("y", y)]
+    for name, tensor in named:
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _settings(adversary: Any, eps: float, norm: str, version: str, seed: int) -> dict[str, Any]:
+    from pyautoattack import __version__
+
+    return {
+        "pyautoattack": __version__, "eps": eps, "norm": norm, "version": version, "seed": seed,
+        "apgd_restarts": adversary.apgd.n_restarts, "targets": adversary.apgd_targeted.n_target_classes,
+        "fab_targets": adversary.fab.n_target_classes, "square_queries": adversary.square.n_queries,
+    }  # fmt: skip
 
 
 @dataclass
@@ -85,6 +98,7 @@ class _State:
 
     fingerprint: str
     robust: list[bool]
+    clean: float
     done: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -93,7 +107,7 @@ class _State:
             return None
         try:
             data = json.loads(path.read_text())
-            state = cls(data["fingerprint"], list(data["robust"]), dict(data["done"]))
+            state = cls(data["fingerprint"], list(data["robust"]), float(data["clean"]), dict(data["done"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"AutoAttack state {path} is unreadable ({exc}); delete it to start again") from None
         if state.fingerprint != fingerprint:
@@ -104,7 +118,8 @@ class _State:
 
     def save(self, path: Path | None) -> None:
         if path is not None:
-            write_json(path, {"fingerprint": self.fingerprint, "robust": self.robust, "done": self.done})
+            write_json(path, {"fingerprint": self.fingerprint, "robust": self.robust, "clean": self.clean,
+                              "done": self.done})  # fmt: skip
 
 
 def _adversary(model: nn.Module, eps: float, norm: str, version: str, seed: int, device: torch.device) -> Any:
@@ -129,6 +144,16 @@ def _attack_list(adversary: Any, num_classes: int, flags: list[str]) -> list[str
     return attacks
 
 
+def _start(model: nn.Module, x: Tensor, y: Tensor, batch_size: int, settings: dict, path: Path | None) -> _State:
+    """The saved state of this evaluation, or a fresh one (robust = correctly classified)."""
+    fingerprint = _fingerprint(model, x, y, settings) if path is not None else ""
+    state = _State.load(path, fingerprint)
+    if state is None:
+        correct = _correct(model, x, y, batch_size)
+        state = _State(fingerprint, correct.tolist(), correct.float().mean().item())
+    return state
+
+
 def _sanity_checks(model: nn.Module, x: Tensor, y: Tensor, logger: logging.Logger) -> None:
     """pyautoattack's own checks of the defence (randomness, probability outputs, dynamic code), run once."""
     from pyautoattack import checks
@@ -136,6 +161,13 @@ def _sanity_checks(model: nn.Module, x: Tensor, y: Tensor, logger: logging.Logge
     checks.check_randomized(model, x, y, logger=logger)
     checks.check_range_output(model, x, logger=logger)
     checks.check_dynamic(model, x, False, logger=logger)
+
+
+def _square_check(state: _State, logger: logging.Logger) -> None:
+    """pyautoattack's warning when the black-box Square beats the white-box attacks (full-set accuracies)."""
+    from pyautoattack import checks
+
+    checks.check_square_sr({"clean": state.clean, **state.done}, logger=logger)
 
 
 @torch.no_grad()
@@ -166,6 +198,8 @@ def run_autoattack(
     """
     if version not in VERSIONS:
         raise ConfigError("autoattack-version", version, f"choose one of: {', '.join(VERSIONS)}")
+    if norm not in ("Linf", "L2"):
+        raise ConfigError("norm", norm, "AutoAttack runs here for Linf or L2")
     if len(x) == 0:
         raise ConfigError("n", 0, "AutoAttack needs at least one example")
     collector = _FlagCollector()
@@ -179,10 +213,7 @@ def run_autoattack(
             num_classes = int(model(x[:1]).shape[1])
             attacks = _attack_list(adversary, num_classes, flags)
             _sanity_checks(model, x[:batch_size], y[:batch_size], logger)
-            fingerprint = _fingerprint(model, x, y, eps, norm, version)
-            state = _State.load(state_path, fingerprint) or _State(
-                fingerprint, _correct(model, x, y, batch_size).tolist()
-            )
+            state = _start(model, x, y, batch_size, _settings(adversary, eps, norm, version, seed), state_path)
             robust = torch.tensor(state.robust, dtype=torch.bool, device=x.device)
             for attack in attacks:
                 if attack in state.done:
@@ -190,10 +221,12 @@ def run_autoattack(
                 index = robust.nonzero().flatten()
                 if len(index):
                     adversary.attacks_to_run = [attack]
-                    x_adv, _ = adversary.run_standard_evaluation(x[index], y[index], batch_size=batch_size)
-                    robust[index[~_correct(model, x_adv, y[index], batch_size)]] = False
+                    # the package's own verdict per point (its y_adv), not a second forward pass of ours
+                    _, y_adv = adversary.run_standard_evaluation(x[index], y[index], batch_size=batch_size)
+                    robust[index[y_adv.to(y.device) != y[index]]] = False
                 state.robust, state.done[attack] = robust.tolist(), robust.float().mean().item()
                 state.save(state_path)
+            _square_check(state, logger)
     finally:
         logger.removeHandler(collector)
     return AutoAttackResult(

@@ -85,7 +85,8 @@ class BatchLoader:
         return torch.cat(chunks) if chunks else None
 
     def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
+        full, rest = divmod(len(self.images), self.batch_size)
+        return full + (1 if rest >= max(self.min_batch, 1) else 0)
 
     def fetch(self, index: Tensor) -> Tensor:
         if self._cached is not None:

@@ -16,6 +16,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CURVES = "curves.png"
 SNAPSHOTS = "snapshots"
+AUTOATTACK_STATE = "autoattack_state.json"  # lets an interrupted final AutoAttack evaluation resume
 
 
 class RunDirectory:
@@ -63,7 +64,7 @@ class RunDirectory:
             raise ConfigError("out", str(self.path), f"cannot create it ({exc.strerror})") from None
 
     def _clear(self) -> None:
-        for name in (STATE, METRICS, RUN_CONFIG, RUN_WEIGHTS, SUMMARY, CURVES):
+        for name in (STATE, METRICS, RUN_CONFIG, RUN_WEIGHTS, SUMMARY, CURVES, AUTOATTACK_STATE):
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.path / SNAPSHOTS, ignore_errors=True)
 

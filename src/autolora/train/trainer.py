@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -17,14 +17,14 @@ from ..data import BatchLoader, PreparedData, limit
 from ..distributed import DistContext, restore_batchnorm, use_global_batchnorm
 from ..errors import CheckpointError, ConfigError
 from ..eval import evaluate
-from ..fileio import save_tensors, write_json
+from ..fileio import read_json, save_tensors, write_json
 from ..lora import export, has_branches, inject, lora_parameters, natural_forward
 from ..models import ImageClassifier, save_run_model
 from .config import TrainConfig
 from .methods import METHODS, build_schedule
 from .objectives import LossOutput, LossWeights
 from .progress import LogReporter, Reporter
-from .run_dir import SNAPSHOTS, SUMMARY, RunDirectory
+from .run_dir import AUTOATTACK_STATE, SNAPSHOTS, SUMMARY, RunDirectory
 from .scalars import AutoScalars
 from .schedule import Decision
 from .state import load_state, rng_state, save_state, seed_epoch, set_rng_state
@@ -83,6 +83,8 @@ class Trainer:
     ) -> None:
         if data.val is None:
             raise ConfigError("val-fraction", 0, "training needs a validation split for model selection")
+        if config.batch_size < 2 * dist.world_size:
+            raise ConfigError("batch-size", config.batch_size, f"use at least 2 per process ({2 * dist.world_size})")
         self.method = METHODS[config.method]
         self.model, self.architecture, self.data, self.config = model, architecture, data, config
         self.run, self.device, self.dist = run, device, dist
@@ -96,6 +98,7 @@ class Trainer:
         self.timing = Timing()
         self.metrics: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
+        self.finished = False  # the test evaluation ran and the run's files are written
         self._prepare_model()
         self.optimizer = torch.optim.SGD(
             [p for p in self.model.parameters() if p.requires_grad],
@@ -175,6 +178,7 @@ class Trainer:
             "metrics": self.metrics,
             "timing": asdict(self.timing),
             "stop_reason": self.stop_reason,
+            "finished": self.finished,
             "rng": rng_state(),
         }
 
@@ -204,6 +208,7 @@ class Trainer:
         self.metrics = list(state["metrics"])
         self.timing = Timing(**state["timing"])
         self.stop_reason = state["stop_reason"]
+        self.finished = bool(state.get("finished", False))
         set_rng_state(state["rng"])
         self.reporter.message(f"resumed after epoch {self.schedule.epoch} from {self.run.state}")
 
@@ -310,6 +315,9 @@ class Trainer:
         """Train (or continue), then export the best model, evaluate it on the test split and write the run."""
         if resume:
             self._restore()
+            if self.finished and self.run.file(SUMMARY).exists():
+                self.reporter.message(f"{self.run.path} is finished; its summary stands")
+                return read_json(self.run.file(SUMMARY))
         while self.stop_reason is None:
             self._run_epoch(self.schedule.epoch + 1)
             self.reporter.epoch(self.metrics[-1], self._eta())
@@ -350,11 +358,13 @@ class Trainer:
             return {}
         model = self.exported_model()
         started = time.perf_counter()
-        results = evaluate(model, self.data.test, model.spec, self.config.evaluation, self.device)
+        evaluation = replace(self.config.evaluation, autoattack_state=self.run.file(AUTOATTACK_STATE))
+        results = evaluate(model, self.data.test, model.spec, evaluation, self.device)
         self.timing.test += time.perf_counter() - started
         summary = self._summary(results)
         save_run_model(self.run.path, model, self.architecture, self.record | {"training": self.config.to_dict()})
         write_json(self.run.file(SUMMARY), summary)
+        self.finished = True
         self._save_state()
         _write_curves(self.run)
         return summary
