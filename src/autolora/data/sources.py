@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..registry import Entry, Registry
 from .images import DataSplits, ImageSet
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -46,30 +47,12 @@ class SourceOptions:
 
 
 Loader = Callable[[SourceOptions], DataSplits]
+DATASETS: Registry[Loader] = Registry()
+register_dataset = DATASETS.register  # a decorator: @register_dataset(name, description)
 
 
-@dataclass(frozen=True)
-class DatasetEntry:
-    name: str
-    description: str
-    loader: Loader
-
-
-_DATASETS: dict[str, DatasetEntry] = {}
-
-
-def register_dataset(name: str, description: str) -> Callable[[Loader], Loader]:
-    """Register a loader under ``name`` (a decorator)."""
-
-    def decorate(loader: Loader) -> Loader:
-        _DATASETS[name] = DatasetEntry(name, description, loader)
-        return loader
-
-    return decorate
-
-
-def list_datasets() -> list[DatasetEntry]:
-    return list(_DATASETS.values())
+def list_datasets() -> list[Entry[Loader]]:
+    return DATASETS.entries()
 
 
 def load_splits(name: str, options: SourceOptions | None = None) -> DataSplits:
@@ -77,10 +60,10 @@ def load_splits(name: str, options: SourceOptions | None = None) -> DataSplits:
     options = options or SourceOptions()
     if name.startswith("imagefolder:"):
         return load_image_folder(Path(name.split(":", 1)[1]), options)
-    if name not in _DATASETS:
-        known = ", ".join(sorted(_DATASETS) + ["imagefolder:PATH"])
+    if name not in DATASETS:
+        known = ", ".join(sorted(DATASETS.names()) + ["imagefolder:PATH"])
         raise DataError(f"unknown dataset {name!r}; choose one of: {known}")
-    return _DATASETS[name].loader(options)
+    return DATASETS[name](options)
 
 
 # --------------------------------------------------------------------------- IDX (Fashion-MNIST)

@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..inputs import InputSpec
+from ..registry import Entry, Registry
 from .classifier import ImageClassifier
 from .resnet import SMALL_INPUT, CifarResNet, torchvision_resnet
 
 Builder = Callable[[int, InputSpec, "bool | None"], ImageClassifier]
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    description: str
-    build: Builder
+MODELS: Registry[Builder] = Registry()
+# a decorator: @register_model(name, description) on a builder (num_classes, spec, small_stem) -> ImageClassifier
+register_model = MODELS.register
 
 
-_MODELS: dict[str, ModelEntry] = {}
-
-
-def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
-    """Register a builder ``(num_classes, spec, small_stem) -> ImageClassifier`` under ``name``."""
-
-    def decorate(build: Builder) -> Builder:
-        _MODELS[name] = ModelEntry(name, description, build)
-        return build
-
-    return decorate
-
-
-def list_models() -> list[ModelEntry]:
-    return list(_MODELS.values())
+def list_models() -> list[Entry[Builder]]:
+    return MODELS.entries()
 
 
 def create_model(name: str, num_classes: int, spec: InputSpec, small_stem: bool | None = None) -> ImageClassifier:
@@ -43,11 +28,11 @@ def create_model(name: str, num_classes: int, spec: InputSpec, small_stem: bool 
     ``small_stem`` chooses the 3x3 stride-1 stem without max-pool of CIFAR practice;
     by default it is used for inputs of at most 64 px.
     """
-    if name not in _MODELS:
-        raise ConfigError("model", name, f"choose one of: {', '.join(_MODELS)}")
+    if name not in MODELS:
+        raise ConfigError("model", name, f"choose one of: {', '.join(MODELS.names())}")
     if num_classes < 2:
         raise ConfigError("num_classes", num_classes, "a classifier needs at least two classes")
-    return _MODELS[name].build(num_classes, spec, small_stem)
+    return MODELS[name](num_classes, spec, small_stem)
 
 
 def _cifar(blocks: int) -> Builder:
