@@ -47,6 +47,8 @@ Dataset = Annotated[str, typer.Option(help="Data set name (see `autolora dataset
 Classes = Annotated[str | None, typer.Option(help="Class subset, relabelled 0..k-1: e.g. 0-4 or 5,7,9.")]
 LimitTrain = Annotated[int | None, typer.Option(help="Use a seeded, stratified subset of N training images.")]
 LimitTest = Annotated[int | None, typer.Option(help="Use a seeded, stratified subset of N test images.")]
+ValFraction = Annotated[float, typer.Option(help="Fraction of the training set held out for validation.")]
+ValMin = Annotated[int, typer.Option(help="Validation images at least (at most half the training set).")]
 Eps = Annotated[str, typer.Option(help="L-inf budget for images in [0, 1]: a float or a fraction like 8/255.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
 Checkpoint = Annotated[

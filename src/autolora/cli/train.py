@@ -48,6 +48,8 @@ def pretrain(
     classes: o.Classes = None,
     limit_train: o.LimitTrain = None,
     limit_test: o.LimitTest = None,
+    val_fraction: o.ValFraction = 0.05,
+    val_min: o.ValMin = 100,
     augment: o.Augment = None,
     eval: Annotated[
         str | None, typer.Option(help="Also measure autoattack and/or corruptions on the test split.")
@@ -68,7 +70,9 @@ def pretrain(
     if method not in PRETRAIN_METHODS:
         raise ConfigError("method", method, f"pretrain with one of: {', '.join(PRETRAIN_METHODS)}")
     budget = o.parse_eps(eps)
-    data = DataConfig(dataset, data_dir, download, classes, limit_train, limit_test, augment=augment, seed=seed)
+    data = DataConfig(
+        dataset, data_dir, download, classes, limit_train, limit_test, val_fraction, val_min, augment=augment, seed=seed
+    )
     config = TrainConfig(
         method=method,
         epochs=epochs,
@@ -127,6 +131,8 @@ def finetune(
     classes: o.Classes = None,
     limit_train: o.LimitTrain = None,
     limit_test: o.LimitTest = None,
+    val_fraction: o.ValFraction = 0.05,
+    val_min: o.ValMin = 100,
     augment: o.Augment = None,
     eval: Annotated[
         str | None, typer.Option(help="Also measure autoattack and/or corruptions on the test split.")
@@ -153,7 +159,9 @@ def finetune(
     if method == "autolora" and epochs is not None:
         raise ConfigError("epochs", epochs, "autolora decides its own epochs; cap them with --max-epochs")
     budget = o.parse_eps(eps)
-    data = DataConfig(dataset, data_dir, download, classes, limit_train, limit_test, augment=augment, seed=seed)
+    data = DataConfig(
+        dataset, data_dir, download, classes, limit_train, limit_test, val_fraction, val_min, augment=augment, seed=seed
+    )
     config = TrainConfig(
         method=method,
         epochs=max_epochs if method == "autolora" else (epochs or 30),
