@@ -15,6 +15,7 @@ Writes OUT/results.json, OUT/study.md (tables, commands) and figures; --quick is
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
 import time
@@ -29,7 +30,7 @@ from autolora.data import DataConfig, prepare_data
 from autolora.demo import default_checkpoint
 from autolora.diagnose import DiagnoseConfig, diagnose, plot_over_training, plot_per_layer
 from autolora.eval import EvalConfig
-from autolora.fileio import write_json, write_text
+from autolora.fileio import read_json, write_json, write_text
 from autolora.models import create_model, load_classifier, read_tensors, save_run_model
 from autolora.report.plots import plt, save_figure
 from autolora.runtime import machine
@@ -214,7 +215,7 @@ def run_diagnostics(size: Size, out: Path) -> dict[str, Any]:
         source = source_for(task, size, out)
         model, _, _ = load_classifier(source)
         images = prepare_data(task.data, validation=False, image_size=model.spec.size).train
-        result = diagnose(model, images, config, torch.device("cpu"))
+        result = diagnose(model, images, config, torch.device("cpu"), fit_head=True)  # its head is another task's
         plot_per_layer(result, out / f"diagnose_{task.name}.png", f"{task.description}: source model")
         over = {}
         for name in ("vanilla lr=0.01", "autolora"):
@@ -244,11 +245,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--skip-diagnose", action="store_true")
+    parser.add_argument("--only-diagnose", action="store_true", help="redo the diagnostics of a finished study")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     size = QUICK if args.quick else FULL
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.perf_counter()
+    if args.only_diagnose:
+        record = read_json(args.out / "results.json")
+        record["diagnostics"] = run_diagnostics(size, args.out)
+        write_json(args.out / "results.json", record)
+        print(json.dumps({t: {m: v[m] for m in ("vanilla", "autolora")} for t, v in record["diagnostics"].items()}))
+        return
     rows = run_study(size, seeds, args.out)
     table = aggregate(rows)
     diagnostics = {} if args.skip_diagnose else run_diagnostics(size, args.out)

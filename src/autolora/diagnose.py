@@ -124,14 +124,19 @@ def diagnose(
     config: DiagnoseConfig,
     device: torch.device,
     branch_state: dict[str, Tensor] | None = None,
+    fit_head: bool | None = None,
 ) -> dict[str, Any]:
-    """Cosine similarity of the natural and adversarial gradients, per layer and overall, per method."""
+    """Cosine similarity of the natural and adversarial gradients, per layer and overall, per method.
+
+    ``fit_head`` replaces the checkpoint's head by a linear probe on clean features (a source
+    model's head classifies another task); by default only when the class counts differ.
+    """
     torch.manual_seed(config.seed)
     model = copy.deepcopy(model).to(device).eval()
     loader = BatchLoader(images, model.spec, config.batch_size, device, shuffle=True, seed=config.seed)
     batches = [batch for _, batch in zip(range(config.batches), loader.batches(), strict=False)]
     head = "from the checkpoint"
-    if model.num_classes != images.num_classes:
+    if fit_head or (fit_head is None and model.num_classes != images.num_classes):
         fit_linear_probe(model, loader, images.num_classes)
         head = "a linear probe fitted on clean features of the training images"
     layers = branched_layers(model)

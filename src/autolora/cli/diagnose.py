@@ -19,12 +19,20 @@ from .app import command
 from .reporter import out
 
 
+def _trained_on(checkpoint: Path) -> tuple[str | None, str | None]:
+    """The data set (and class subset) a run directory's model was trained on, when it says."""
+    config = checkpoint / "config.json"
+    data = read_json(config).get("data", {}) if config.is_file() else {}
+    return data.get("dataset"), data.get("classes")
+
+
 def _diagnose_one(checkpoint: Path, data: DataConfig, config: DiagnoseConfig, device: str) -> dict[str, Any]:
     model, record, _ = load_classifier(checkpoint, overrides=InputOverrides())
     images = prepare_data(data, validation=False, image_size=model.spec.size).train
     branch_file = checkpoint / "branch.safetensors" if checkpoint.is_dir() else None
     branch = read_tensors(branch_file) if branch_file is not None and branch_file.exists() else None
-    result = diagnose(model, images, config, resolve_device(device), branch)
+    other_task = _trained_on(checkpoint) != (data.dataset, data.classes)
+    result = diagnose(model, images, config, resolve_device(device), branch, fit_head=other_task or None)
     return {"checkpoint": str(checkpoint), "architecture": record.architecture, "dataset": data.dataset,
             "branch_loaded": branch is not None, **result}  # fmt: skip
 
