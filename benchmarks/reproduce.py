@@ -19,7 +19,7 @@ import json
 import logging
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,10 @@ import torch
 from autolora import api
 from autolora.data import DataConfig, prepare_data
 from autolora.demo import default_checkpoint
-from autolora.diagnose import DiagnoseConfig, diagnose, plot_over_training, plot_per_layer
+from autolora.diagnose import DiagnoseConfig, diagnose, diagnose_snapshots, plot_over_training, plot_per_layer
 from autolora.eval import EvalConfig
 from autolora.fileio import read_json, write_json, write_text
-from autolora.models import create_model, load_classifier, read_tensors, save_run_model
+from autolora.models import create_model, load_classifier, save_run_model
 from autolora.report.plots import plt, save_figure
 from autolora.runtime import machine
 from autolora.train import AttackConfig, TrainConfig
@@ -211,26 +211,19 @@ def run_diagnostics(size: Size, out: Path) -> dict[str, Any]:
     """The gradient conflict on each source model (seed 0), and over the snapshots of seed 0's runs."""
     results: dict[str, Any] = {}
     config = DiagnoseConfig(eps=EPS, batches=size.diagnose_batches, attack_steps=size.attack_steps)
+    cpu = torch.device("cpu")
     for task in tasks(size, 0):
         source = source_for(task, size, out)
         model, _, _ = load_classifier(source)
         images = prepare_data(task.data, validation=False, image_size=model.spec.size).train
-        result = diagnose(model, images, config, torch.device("cpu"), fit_head=True)  # its head is another task's
+        result = diagnose(model, images, config, cpu, fit_head=True)  # its head classifies another task
         plot_per_layer(result, out / f"diagnose_{task.name}.png", f"{task.description}: source model")
         over = {}
         for name in ("vanilla lr=0.01", "autolora"):
-            snapshots = sorted((out / task.name / "seed0" / slug(name) / "snapshots").glob("epoch-*"))
-            method = "autolora" if name == "autolora" else "vanilla"
-            points = []
-            for snapshot in snapshots:
-                snap_model, _, _ = load_classifier(snapshot)
-                branch_file = snapshot / "branch.safetensors"
-                branch = read_tensors(branch_file) if branch_file.exists() else None
-                value = diagnose(snap_model, images, replace(config, methods=(method,)), torch.device("cpu"), branch)
-                points.append((int(snapshot.name.split("-")[1]), value[method]["overall_cosine"]))
-            if points:
-                plot_over_training([p[0] for p in points], [p[1] for p in points], name,
-                                   out / f"diagnose_{task.name}_{slug(name)}_over_training.png")  # fmt: skip
+            method, snapshots = diagnose_snapshots(out / task.name / "seed0" / slug(name), images, config, cpu)
+            points = [(epoch, result[method]["overall_cosine"]) for epoch, result in snapshots]
+            plot_over_training([p[0] for p in points], [p[1] for p in points], name,
+                               out / f"diagnose_{task.name}_{slug(name)}_over_training.png")  # fmt: skip
             over[name] = points
         results[task.name] = {m: result[m]["overall_cosine"] for m in ("vanilla", "autolora")} | {
             "per_layer": {m: result[m]["per_layer"] for m in ("vanilla", "autolora")},

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from .attacks import PGD, CrossEntropyObjective, KLObjective, LinfBall, RandomStart
 from .data import BatchLoader, ImageSet
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
+from .fileio import read_json
 from .lora import LoraLayer, export, inject, load_branch, natural_forward
 from .models import ImageClassifier
 from .train.objectives import kl_batchmean
@@ -140,7 +141,10 @@ def diagnose(
         fit_linear_probe(model, loader, images.num_classes)
         head = "a linear probe fitted on clean features of the training images"
     layers = branched_layers(model)
-    results: dict[str, Any] = {"config": asdict(config), "layers": layers, "head": head, "n": len(images)}
+    results: dict[str, Any] = {
+        "config": asdict(config), "layers": layers, "head": head, "n": len(images),
+        "branch_loaded": branch_state is not None,
+    }  # fmt: skip
     for method in config.methods:
         subject: nn.Module = model
         if method == "autolora":
@@ -170,6 +174,32 @@ def _measure(model: nn.Module, method: str, batches: list, layers: list[str], co
         "per_batch_mean": spread.mean().item(),
         "per_batch_std": spread.std().item() if len(per_batch) > 1 else 0.0,
     }
+
+
+def diagnose_snapshots(
+    run: Path, images: ImageSet, config: DiagnoseConfig, device: torch.device
+) -> tuple[str, list[tuple[int, dict[str, Any]]]]:
+    """Diagnose every snapshot a run saved (``--save-every``), with the run's own method.
+
+    Returns the method and ``(epoch, result)`` pairs in epoch order; AutoLoRa snapshots carry
+    their branch (``branch.safetensors``), which is loaded strictly.
+    """
+    from .models import load_classifier, read_tensors
+    from .train.run_dir import SNAPSHOTS
+
+    snapshots = sorted((run / SNAPSHOTS).glob("epoch-*"))
+    if not snapshots:
+        raise CheckpointError(f"{run} has no {SNAPSHOTS}/epoch-* folders; train with --save-every K first")
+    trained_with = read_json(snapshots[0] / "config.json").get("method")
+    method = trained_with if trained_with in DIAGNOSED_METHODS else "vanilla"
+    points = []
+    for snapshot in snapshots:
+        model, _, _ = load_classifier(snapshot)
+        branch_file = snapshot / "branch.safetensors"
+        branch = read_tensors(branch_file) if branch_file.exists() else None
+        result = diagnose(model, images, replace(config, methods=(method,)), device, branch)
+        points.append((int(snapshot.name.split("-")[1]), result))
+    return method, points
 
 
 def plot_per_layer(results: dict[str, Any], path: Path, title: str) -> Path:

@@ -8,12 +8,17 @@ from typing import Annotated, Any
 import typer
 
 from ..data import DataConfig, prepare_data
-from ..diagnose import DIAGNOSED_METHODS, DiagnoseConfig, diagnose, plot_over_training, plot_per_layer
-from ..errors import CheckpointError
+from ..diagnose import (
+    DIAGNOSED_METHODS,
+    DiagnoseConfig,
+    diagnose,
+    diagnose_snapshots,
+    plot_over_training,
+    plot_per_layer,
+)
 from ..fileio import read_json, write_json
 from ..models import InputOverrides, load_classifier, read_tensors
 from ..runtime import resolve_device
-from ..train.run_dir import SNAPSHOTS
 from . import options as o
 from .app import command
 from .reporter import out
@@ -34,7 +39,7 @@ def _diagnose_one(checkpoint: Path, data: DataConfig, config: DiagnoseConfig, de
     other_task = _trained_on(checkpoint) != (data.dataset, data.classes)
     result = diagnose(model, images, config, resolve_device(device), branch, fit_head=other_task or None)
     return {"checkpoint": str(checkpoint), "architecture": record.architecture, "dataset": data.dataset,
-            "branch_loaded": branch is not None, **result}  # fmt: skip
+            **result}  # fmt: skip
 
 
 @command("diagnose", "autolora diagnose --checkpoint runs/fmnist --dataset digits --eps 0.1 --out diag")
@@ -82,18 +87,14 @@ def diagnose_command(
 
 
 def _over_training(run: Path, data: DataConfig, config: DiagnoseConfig, device: str, out_dir: Path) -> None:
-    snapshots = sorted((run / SNAPSHOTS).glob("epoch-*"))
-    if not snapshots:
-        raise CheckpointError(f"{run} has no {SNAPSHOTS}/epoch-* folders; train with --save-every K first")
-    method = read_json(snapshots[0] / "config.json").get("method", "vanilla")
-    method = method if method in DIAGNOSED_METHODS else "vanilla"
-    config = DiagnoseConfig(**{**config.__dict__, "methods": (method,)})
-    rows = []
-    for snapshot in snapshots:
-        result = _diagnose_one(snapshot, data, config, device)
-        epoch = int(snapshot.name.split("-")[1])
-        rows.append({"epoch": epoch, **result})
-        out.print(f"epoch {epoch:>3}: {method} overall cosine {result[method]['overall_cosine']:+.3f}", highlight=False)
+    snapshot_model, _, _ = load_classifier(run, overrides=InputOverrides())
+    images = prepare_data(data, validation=False, image_size=snapshot_model.spec.size).train
+    method, points = diagnose_snapshots(run, images, config, resolve_device(device))
+    rows = [{"epoch": epoch, "method": method, **result} for epoch, result in points]
+    for row in rows:
+        out.print(
+            f"epoch {row['epoch']:>3}: {method} overall cosine {row[method]['overall_cosine']:+.3f}", highlight=False
+        )
     write_json(out_dir / "diagnose_over_training.json", rows)
     figure = plot_over_training([r["epoch"] for r in rows], [r[method]["overall_cosine"] for r in rows], method,
                                 out_dir / "diagnose_over_training.png")  # fmt: skip
