@@ -24,11 +24,11 @@ from .app import command
 from .reporter import out
 
 
-def _trained_on(checkpoint: Path) -> tuple[str | None, str | None]:
-    """The data set (and class subset) a run directory's model was trained on, when it says."""
+def _trained_on(checkpoint: Path) -> tuple[str, str | None] | None:
+    """The data set (and class subset) a run directory's model was trained on, if its config says."""
     config = checkpoint / "config.json"
-    data = read_json(config).get("data", {}) if config.is_file() else {}
-    return data.get("dataset"), data.get("classes")
+    data = read_json(config).get("data") if config.is_file() else None
+    return (data["dataset"], data.get("classes")) if isinstance(data, dict) and "dataset" in data else None
 
 
 def _diagnose_one(checkpoint: Path, data: DataConfig, config: DiagnoseConfig, device: str) -> dict[str, Any]:
@@ -36,7 +36,8 @@ def _diagnose_one(checkpoint: Path, data: DataConfig, config: DiagnoseConfig, de
     images = prepare_data(data, validation=False, image_size=model.spec.size).train
     branch_file = checkpoint / "branch.safetensors" if checkpoint.is_dir() else None
     branch = read_tensors(branch_file) if branch_file is not None and branch_file.exists() else None
-    other_task = _trained_on(checkpoint) != (data.dataset, data.classes)
+    trained_on = _trained_on(checkpoint)  # a source model's head classifies another task: probe a new one
+    other_task = trained_on is not None and trained_on != (data.dataset, data.classes)
     result = diagnose(model, images, config, resolve_device(device), branch, fit_head=other_task or None)
     return {"checkpoint": str(checkpoint), "architecture": record.architecture, "dataset": data.dataset,
             **result}  # fmt: skip
