@@ -109,6 +109,11 @@ def test_select_classes_refuses_missing_class():
         select_classes(random_images(20), [3, 12])
 
 
+def test_missing_classes_are_named_as_ranges():
+    with pytest.raises(ConfigError, match=r"classes='10-99,120' is invalid"):
+        select_classes(random_images(20), [*range(100), 120])
+
+
 def test_limit_is_seeded_and_stratified():
     images = random_images(200)
     a, b, c = limit(images, 50, seed=1), limit(images, 50, seed=1), limit(images, 50, seed=2)

@@ -56,7 +56,13 @@ def test_reproduction_study_quick_mode(tmp_path):
     record = json.loads((tmp_path / "results.json").read_text())
     runs = {(row["task"], row["run"]) for row in record["table"]}
     for task in ("digits", "fmnist-split"):
-        for run in ("vanilla lr=0.001", "vanilla lr=0.01", "vanilla lr=0.1", "autolora", "no pre-training (vanilla lr=0.1)"):
+        for run in (
+            "vanilla lr=0.001",
+            "vanilla lr=0.01",
+            "vanilla lr=0.1",
+            "autolora",
+            "no pre-training (vanilla lr=0.1)",
+        ):
             assert (task, run) in runs
         assert -1 <= record["diagnostics"][task]["vanilla"] <= 1
     assert (tmp_path / "sensitivity.png").exists() and "| autolora |" in (tmp_path / "study.md").read_text()

@@ -33,11 +33,22 @@ def parse_classes(text: str) -> list[int]:
     return classes
 
 
+def _as_ranges(indices: list[int]) -> str:
+    """Write sorted class indices the way ``parse_classes`` reads them: ``[3, 10, 11, 12]`` -> ``"3,10-12"``."""
+    runs: list[list[int]] = []
+    for index in sorted(indices):
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return ",".join(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+
+
 def select_classes(images: ImageSet, classes: list[int]) -> ImageSet:
     """Keep only ``classes`` and relabel them 0..k-1 in the order given."""
     missing = [c for c in classes if c >= images.num_classes]
     if missing:
-        raise ConfigError("classes", missing, f"the data set has classes 0-{images.num_classes - 1}")
+        raise ConfigError("classes", _as_ranges(missing), f"the data set has classes 0-{images.num_classes - 1}")
     relabel = torch.full((images.num_classes,), -1, dtype=torch.long)
     relabel[torch.tensor(classes)] = torch.arange(len(classes))
     keep = torch.nonzero(relabel[images.labels] >= 0).flatten()
