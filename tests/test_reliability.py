@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from autolora.data import DataConfig, prepare_data
-from autolora.eval import check_accuracies
+from autolora.errors import ConfigError
+from autolora.eval import EvalConfig, check_accuracies
 from autolora.models import load_classifier, save_run_model
 from autolora.train import AttackConfig, TrainConfig, Trainer
 from autolora.train.run_dir import RunDirectory
@@ -259,9 +260,21 @@ def test_evaluation_checks_orderings_and_masking():
     assert "no adversarial example" in check_accuracies(0.8, 0.8, None, 100, 0.1)[0]
 
 
-def test_a_batch_too_small_for_batchnorm_is_refused(tmp_path, tiny_model):
-    from autolora.errors import ConfigError
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"attacks": ()}, "attacks='' is invalid: choose from: clean, pgd, autoattack, corruptions"),
+        ({"attacks": ("clean", "fgsm")}, "attacks='clean,fgsm' is invalid"),
+        ({"corruptions": ("snow", "fog", "hail")}, "corruptions='snow,hail' is invalid: choose from: gaussian_noise"),
+        ({"severities": (0, 3)}, "severities=.* is invalid: use severities from 1 to 5"),
+    ],
+)
+def test_evaluation_settings_are_checked_when_built(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        EvalConfig(**settings)
 
+
+def test_a_batch_too_small_for_batchnorm_is_refused(tmp_path, tiny_model):
     data = prepare_data(DataConfig("digits", limit_train=200, limit_test=20))
     config = TrainConfig(method="vanilla", epochs=1, lr=0.01, batch_size=1)
     with pytest.raises(ConfigError, match="batch-size=1"):

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .attacks import PGD, CrossEntropyObjective, KLObjective, LinfBall, RandomStart
 from .data import BatchLoader, ImageSet
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, check_choices
 from .fileio import read_json
 from .lora import LoraLayer, export, inject, load_branch, natural_forward
 from .models import ImageClassifier
@@ -45,9 +45,7 @@ class DiagnoseConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in DIAGNOSED_METHODS]
-        if unknown or not self.methods:
-            raise ConfigError("method", ",".join(self.methods), f"choose from: {', '.join(DIAGNOSED_METHODS)}")
+        check_choices("method", self.methods, DIAGNOSED_METHODS)
         if self.batches < 1:
             raise ConfigError("batches", self.batches, "use at least one batch")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class AutoLoraError(Exception):
     """A problem with the user's input or environment, explained in one line.
@@ -18,6 +20,12 @@ class ConfigError(AutoLoraError, ValueError):
         super().__init__(f"{field}={value!r} is invalid: {fix}")
         self.field = field
         self.value = value
+
+
+def check_choices(field: str, values: Sequence[str], choices: Sequence[str]) -> None:
+    """Refuse an empty selection, or one naming anything outside ``choices``."""
+    if not values or any(value not in choices for value in values):
+        raise ConfigError(field, ",".join(values), f"choose from: {', '.join(choices)}")
 
 
 class CheckpointError(AutoLoraError):

@@ -9,8 +9,7 @@ from torch import nn
 
 from ..attacks.pgd import evaluating
 from ..data import BatchLoader
-from ..errors import ConfigError
-from .corruptions import CORRUPTIONS, available_corruptions, corrupt
+from .corruptions import CORRUPTIONS, available_corruptions, check_corruption_names, corrupt
 
 
 def corruption_accuracy(
@@ -28,9 +27,7 @@ def corruption_accuracy(
     channels = loader.adapter.target.channels
     applicable = available_corruptions(channels)
     chosen = list(names) if names else applicable
-    unknown = [n for n in chosen if n not in CORRUPTIONS]
-    if unknown:
-        raise ConfigError("corruptions", ",".join(unknown), f"choose from: {', '.join(CORRUPTIONS)}")
+    check_corruption_names(chosen)
     ran = [n for n in chosen if n in applicable]
     skipped = {n: "needs RGB images" for n in chosen if n not in applicable}
     table: dict[str, list[float]] = {}

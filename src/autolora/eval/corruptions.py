@@ -17,7 +17,7 @@ seed reproduces the corruption exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any
@@ -29,7 +29,7 @@ from torchvision.io import decode_jpeg, encode_jpeg
 
 from ..errors import ConfigError
 
-__all__ = ["CORRUPTIONS", "Corruption", "available_corruptions", "corrupt"]
+__all__ = ["CORRUPTIONS", "SEVERITIES", "Corruption", "available_corruptions", "check_corruption_names", "corrupt"]
 
 SEVERITIES = range(1, 6)
 REFERENCE_SIZE = 32  # image size at which the CIFAR-10-C spatial parameters are defined
@@ -355,6 +355,13 @@ CORRUPTIONS: dict[str, Corruption] = _register(
     Corruption("pixelate", "digital", False, _pixelate, (0.95, 0.9, 0.85, 0.75, 0.65)),
     Corruption("jpeg_compression", "digital", False, _jpeg_compression, (80, 65, 58, 50, 40)),
 )
+
+
+def check_corruption_names(names: Iterable[str]) -> None:
+    """Refuse names of corruptions this module does not implement, naming them all at once."""
+    unknown = [name for name in names if name not in CORRUPTIONS]
+    if unknown:
+        raise ConfigError("corruptions", ",".join(unknown), f"choose from: {', '.join(CORRUPTIONS)}")
 
 
 def available_corruptions(channels: int) -> list[str]:

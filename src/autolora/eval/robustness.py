@@ -15,10 +15,10 @@ from ..attacks import PGD, RandomStart, run_autoattack, threat_model
 from ..attacks.autoattack import VERSIONS
 from ..attacks.pgd import evaluating
 from ..data import BatchLoader, ImageSet
-from ..errors import ConfigError
+from ..errors import ConfigError, check_choices
 from ..inputs import InputSpec
 from .checks import check_accuracies
-from .corruptions import CORRUPTIONS
+from .corruptions import SEVERITIES, check_corruption_names
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [a for a in self.attacks if a not in EVALUATIONS]
-        if unknown or not self.attacks:
-            raise ConfigError("attacks", ",".join(self.attacks), f"choose from: {', '.join(EVALUATIONS)}")
+        check_choices("attacks", self.attacks, EVALUATIONS)
         threat_model(self.norm, self.eps)  # validates eps and norm
         if self.pgd_steps < 1:
             raise ConfigError("pgd-steps", self.pgd_steps, "use at least one PGD step")
@@ -58,11 +56,9 @@ class EvalConfig:
             raise ConfigError("batch-size", self.batch_size, "use a positive batch size")
         if self.pgd_restarts < 1:
             raise ConfigError("pgd-restarts", self.pgd_restarts, "use at least one restart")
-        if not self.severities or any(s not in range(1, 6) for s in self.severities):
+        if not self.severities or any(s not in SEVERITIES for s in self.severities):
             raise ConfigError("severities", self.severities, "use severities from 1 to 5")
-        unknown = [name for name in self.corruptions or () if name not in CORRUPTIONS]
-        if unknown:
-            raise ConfigError("corruptions", ",".join(unknown), f"choose from: {', '.join(CORRUPTIONS)}")
+        check_corruption_names(self.corruptions or ())
 
     def pgd(self) -> PGD:
         return PGD(
