@@ -26,8 +26,10 @@ from .data import BatchLoader, ImageSet
 from .errors import CheckpointError, ConfigError, check_choices
 from .fileio import read_json
 from .lora import LoraLayer, export, inject, load_branch, natural_forward
-from .models import ImageClassifier
+from .models import ImageClassifier, load_classifier, read_tensors
+from .models.checkpoint import RUN_CONFIG
 from .train.objectives import kl_batchmean
+from .train.run_dir import BRANCH, SNAPSHOTS
 
 DIAGNOSED_METHODS = ("vanilla", "autolora")
 
@@ -174,28 +176,28 @@ def _measure(model: nn.Module, method: str, batches: list, layers: list[str], co
     }
 
 
+def read_branch(folder: Path) -> dict[str, Tensor] | None:
+    """The low-rank branch saved beside a snapshot's model, or None where there is none."""
+    return read_tensors(folder / BRANCH) if (folder / BRANCH).is_file() else None
+
+
 def diagnose_snapshots(
     run: Path, images: ImageSet, config: DiagnoseConfig, device: torch.device
 ) -> tuple[str, list[tuple[int, dict[str, Any]]]]:
     """Diagnose every snapshot a run saved (``--save-every``), with the run's own method.
 
     Returns the method and ``(epoch, result)`` pairs in epoch order; AutoLoRa snapshots carry
-    their branch (``branch.safetensors``), which is loaded strictly.
+    their branch (see ``read_branch``), which is loaded strictly.
     """
-    from .models import load_classifier, read_tensors
-    from .train.run_dir import SNAPSHOTS
-
     snapshots = sorted((run / SNAPSHOTS).glob("epoch-*"))
     if not snapshots:
         raise CheckpointError(f"{run} has no {SNAPSHOTS}/epoch-* folders; train with --save-every K first")
-    trained_with = read_json(snapshots[0] / "config.json").get("method")
+    trained_with = read_json(snapshots[0] / RUN_CONFIG).get("method")
     method = trained_with if trained_with in DIAGNOSED_METHODS else "vanilla"
     points = []
     for snapshot in snapshots:
         model, _, _ = load_classifier(snapshot)
-        branch_file = snapshot / "branch.safetensors"
-        branch = read_tensors(branch_file) if branch_file.exists() else None
-        result = diagnose(model, images, replace(config, methods=(method,)), device, branch)
+        result = diagnose(model, images, replace(config, methods=(method,)), device, read_branch(snapshot))
         points.append((int(snapshot.name.split("-")[1]), result))
     return method, points
 

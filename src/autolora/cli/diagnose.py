@@ -15,9 +15,11 @@ from ..diagnose import (
     diagnose_snapshots,
     plot_over_training,
     plot_per_layer,
+    read_branch,
 )
 from ..fileio import read_json, write_json
-from ..models import InputOverrides, load_classifier, read_tensors
+from ..models import InputOverrides, load_classifier
+from ..models.checkpoint import RUN_CONFIG
 from ..runtime import resolve_device
 from . import options as o
 from .app import command
@@ -26,7 +28,7 @@ from .reporter import out
 
 def _trained_on(checkpoint: Path) -> tuple[str, str | None] | None:
     """The data set (and class subset) a run directory's model was trained on, if its config says."""
-    config = checkpoint / "config.json"
+    config = checkpoint / RUN_CONFIG
     data = read_json(config).get("data") if config.is_file() else None
     return (data["dataset"], data.get("classes")) if isinstance(data, dict) and "dataset" in data else None
 
@@ -34,8 +36,7 @@ def _trained_on(checkpoint: Path) -> tuple[str, str | None] | None:
 def _diagnose_one(checkpoint: Path, data: DataConfig, config: DiagnoseConfig, device: str) -> dict[str, Any]:
     model, record, _ = load_classifier(checkpoint, overrides=InputOverrides())
     images = prepare_data(data, validation=False, image_size=model.spec.size).train
-    branch_file = checkpoint / "branch.safetensors" if checkpoint.is_dir() else None
-    branch = read_tensors(branch_file) if branch_file is not None and branch_file.exists() else None
+    branch = read_branch(checkpoint)
     trained_on = _trained_on(checkpoint)  # a source model's head classifies another task: probe a new one
     other_task = trained_on is not None and trained_on != (data.dataset, data.classes)
     result = diagnose(model, images, config, resolve_device(device), branch, fit_head=other_task or None)

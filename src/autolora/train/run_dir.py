@@ -16,6 +16,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CURVES = "curves.png"
 SNAPSHOTS = "snapshots"
+BRANCH = "branch.safetensors"  # an AutoLoRa snapshot's low-rank branch, beside its plain model
 AUTOATTACK_STATE = "autoattack_state.json"  # lets an interrupted final AutoAttack evaluation resume
 
 

@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .methods import METHODS, build_schedule
 from .objectives import LossOutput, LossWeights
 from .progress import LogReporter, Reporter
-from .run_dir import AUTOATTACK_STATE, SNAPSHOTS, SUMMARY, RunDirectory
+from .run_dir import AUTOATTACK_STATE, BRANCH, SNAPSHOTS, SUMMARY, RunDirectory
 from .scalars import AutoScalars
 from .schedule import Decision
 from .state import load_state, rng_state, save_state, seed_epoch, set_rng_state
@@ -346,7 +346,7 @@ class Trainer:
         current = restore_batchnorm(copy.deepcopy(self.model))
         if has_branches(current):
             names = {id(p): n for n, p in current.named_parameters()}
-            save_tensors(folder / "branch.safetensors", {names[id(p)]: p for p in lora_parameters(current)})
+            save_tensors(folder / BRANCH, {names[id(p)]: p for p in lora_parameters(current)})
             current = export(current, inplace=True)
         save_run_model(folder, current, self.architecture, {"epoch": self.schedule.epoch, "method": self.config.method})
 
