@@ -27,7 +27,7 @@ import torch
 
 from autolora import api
 from autolora.data import DataConfig, prepare_data
-from autolora.demo import default_checkpoint
+from autolora.demo import EPS, default_checkpoint, finetune_config
 from autolora.diagnose import DiagnoseConfig, diagnose, diagnose_snapshots, plot_over_training, plot_per_layer
 from autolora.eval import EvalConfig
 from autolora.fileio import read_json, write_json, write_text
@@ -37,7 +37,6 @@ from autolora.runtime import machine
 from autolora.train import AttackConfig, TrainConfig
 from autolora.train.progress import LogReporter
 
-EPS = 0.1
 VANILLA_LRS = (0.001, 0.01, 0.1)
 
 
@@ -104,12 +103,10 @@ def random_source(like: Path, out: Path, seed: int) -> Path:
 
 
 def train_config(method: str, lr: float, size: Size, seed: int, save_every: int | None) -> TrainConfig:
-    autolora = method == "autolora"
-    return TrainConfig(
-        method=method, epochs=size.autolora_max_epochs if autolora else size.vanilla_epochs, lr=lr,
-        attack=AttackConfig(eps=EPS, steps=size.attack_steps), seed=seed, save_every=save_every,
-        evaluation=EvalConfig(("clean", "pgd", "autoattack"), eps=EPS, seed=seed,
-                              autoattack_version=size.autoattack_version, autoattack_n=size.autoattack_n),
+    return finetune_config(
+        method, lr, epochs=size.autolora_max_epochs if method == "autolora" else size.vanilla_epochs,
+        attack_steps=size.attack_steps, autoattack_version=size.autoattack_version,
+        autoattack_n=size.autoattack_n, seed=seed, save_every=save_every,
     )  # fmt: skip
 
 

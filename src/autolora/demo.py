@@ -40,21 +40,46 @@ FULL = DemoSize("full", None, 40, 24, 10, "standard", 100)
 QUICK = DemoSize("quick (smoke run: small limits, few epochs, fast AutoAttack)", 400, 6, 4, 3, "fast", 64)
 
 
-def _config(method: str, size: DemoSize, seed: int) -> TrainConfig:
-    autolora = method == "autolora"
+def finetune_config(
+    method: str,
+    lr: float,
+    *,
+    epochs: int,
+    attack_steps: int,
+    autoattack_version: str,
+    autoattack_n: int,
+    seed: int,
+    save_every: int | None = None,
+) -> TrainConfig:
+    """The fine-tuning settings the demo and the reproduction study share, so that their runs agree:
+    eps ``EPS``, PGD-``attack_steps`` training, and clean, PGD-20 and AutoAttack on the test split."""
     return TrainConfig(
         method=method,
-        epochs=size.autolora_max_epochs if autolora else size.vanilla_epochs,
-        lr=0.1 if autolora else VANILLA_LR,
-        attack=AttackConfig(eps=EPS, steps=size.attack_steps),
+        epochs=epochs,
+        lr=lr,
+        attack=AttackConfig(eps=EPS, steps=attack_steps),
         seed=seed,
+        save_every=save_every,
         evaluation=EvalConfig(
             ("clean", "pgd", "autoattack"),
             eps=EPS,
             seed=seed,
-            autoattack_version=size.autoattack_version,
-            autoattack_n=size.autoattack_n,
+            autoattack_version=autoattack_version,
+            autoattack_n=autoattack_n,
         ),
+    )
+
+
+def _config(method: str, size: DemoSize, seed: int) -> TrainConfig:
+    autolora = method == "autolora"
+    return finetune_config(
+        method,
+        0.1 if autolora else VANILLA_LR,
+        epochs=size.autolora_max_epochs if autolora else size.vanilla_epochs,
+        attack_steps=size.attack_steps,
+        autoattack_version=size.autoattack_version,
+        autoattack_n=size.autoattack_n,
+        seed=seed,
     )
 
 
