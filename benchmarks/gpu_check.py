@@ -17,11 +17,8 @@ import torch
 
 from autolora.attacks import PGD, LinfBall
 from autolora.inputs import InputSpec
-from autolora.lora import inject
-from autolora.models import create_model
 from autolora.runtime import machine
-from autolora.train import AttackConfig, LossWeights, TrainConfig
-from autolora.train.methods import METHODS
+from training_step import training_step
 
 
 def synthetic(n: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,29 +36,29 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def one_epoch(precision: str, channels_last: bool, args: argparse.Namespace, device: torch.device) -> dict:
-    torch.manual_seed(0)
-    model = inject(create_model("resnet18", 10, InputSpec.plain(3, 32))).to(device)
-    memory = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory).train()
-    config = TrainConfig(method="autolora", epochs=1, lr=0.1, precision=precision,
-                         attack=AttackConfig(eps=8 / 255, steps=10))  # fmt: skip
-    objective = METHODS["autolora"].objective(config, LossWeights(0.5, 3.0), None)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    step = training_step(
+        "resnet18",
+        InputSpec.plain(3, 32),
+        "autolora",
+        attack_steps=10,
+        lr=0.05,
+        weight_decay=1e-4,
+        precision=precision,
+        channels_last=channels_last,
+        device=device,
+    )
+    model = step.model
     x_all, y_all = synthetic(args.images, device, seed=1)
     torch.cuda.reset_peak_memory_stats(device)
     torch.cuda.synchronize(device)
     start = time.perf_counter()
     for i in range(0, args.images, args.batch):
-        x = x_all[i : i + args.batch].contiguous(memory_format=memory)
-        output = objective(model, x, y_all[i : i + args.batch])
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        optimizer.step()
+        step(x_all[i : i + args.batch], y_all[i : i + args.batch])
     torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     x_test, y_test = synthetic(1024, device, seed=2)
     model.eval()
-    x_adv = PGD(LinfBall(8 / 255), steps=10)(model, x_test.contiguous(memory_format=memory), y_test)
+    x_adv = PGD(LinfBall(8 / 255), steps=10)(model, x_test.contiguous(memory_format=step.memory_format), y_test)
     return {
         "precision": precision,
         "channels_last": channels_last,

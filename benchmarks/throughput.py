@@ -18,34 +18,20 @@ from pathlib import Path
 import torch
 
 from autolora.inputs import InputSpec
-from autolora.lora import inject
-from autolora.models import create_model
 from autolora.runtime import machine
-from autolora.train import AttackConfig, LossWeights, TrainConfig
-from autolora.train.methods import METHODS
+from training_step import training_step
 
 CASES = {"resnet8 28x28": ("resnet8", InputSpec.plain(1, 28)), "resnet18 32x32": ("resnet18", InputSpec.plain(3, 32))}
 
 
 def step_time(model_name: str, spec: InputSpec, method: str, args: argparse.Namespace, channels_last: bool) -> float:
-    torch.manual_seed(0)
-    model = create_model(model_name, 10, spec)
-    if METHODS[method].branch:
-        inject(model)
-    memory = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory).train()
-    config = TrainConfig(method=method, epochs=1, lr=0.01, attack=AttackConfig(eps=8 / 255, steps=args.steps))
-    objective = METHODS[method].objective(config, LossWeights(0.5, 3.0), None)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
-    x = torch.rand(args.batch, spec.channels, spec.size, spec.size).contiguous(memory_format=memory)
+    step = training_step(model_name, spec, method, attack_steps=args.steps, lr=0.01, channels_last=channels_last)
+    x = torch.rand(args.batch, spec.channels, spec.size, spec.size).contiguous(memory_format=step.memory_format)
     y = torch.randint(0, 10, (args.batch,))
     times = []
     for index in range(args.warmup + args.repeats):
         start = time.perf_counter()
-        output = objective(model, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        optimizer.step()
+        step(x, y)
         if index >= args.warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)

@@ -1,0 +1,59 @@
+"""One adversarial training step of a method, built from the objects the trainer uses (for the timing scripts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from autolora.inputs import InputSpec
+from autolora.lora import inject
+from autolora.models import create_model
+from autolora.train import AttackConfig, LossWeights, TrainConfig
+from autolora.train.methods import METHODS
+from autolora.train.objectives import LossOutput, Objective
+
+
+@dataclass
+class TrainingStep:
+    """The method's attack, its loss's forward and backward, and an SGD step, on one batch."""
+
+    model: nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    memory_format: torch.memory_format
+
+    def __call__(self, x: Tensor, y: Tensor) -> LossOutput:
+        output = self.objective(self.model, x.contiguous(memory_format=self.memory_format), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        self.optimizer.step()
+        return output
+
+
+def training_step(
+    model_name: str,
+    spec: InputSpec,
+    method: str,
+    *,
+    attack_steps: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    device: torch.device | str = "cpu",
+) -> TrainingStep:
+    """A fresh ``model_name`` (seed 0, branched when the method is) ready to train with ``method``."""
+    torch.manual_seed(0)
+    model = create_model(model_name, 10, spec)
+    if METHODS[method].branch:
+        inject(model)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device).to(memory_format=memory_format).train()
+    config = TrainConfig(method=method, epochs=1, lr=lr, weight_decay=weight_decay, precision=precision,
+                         attack=AttackConfig(eps=8 / 255, steps=attack_steps))  # fmt: skip
+    objective = METHODS[method].objective(config, LossWeights(0.5, 3.0), None)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return TrainingStep(model, objective, optimizer, memory_format)
