@@ -29,6 +29,7 @@ from .scalars import AutoScalars
 from .schedule import Decision
 from .state import load_state, rng_state, save_state, seed_epoch, set_rng_state
 
+SCALAR_COLUMNS = ("lambda1", "lambda2", "nat_branch_acc")
 NOISE_STREAM = 1_000_000  # random-start keys: epoch * NOISE_STREAM + batch (validation: + NOISE_STREAM / 2)
 
 
@@ -271,8 +272,8 @@ class Trainer:
     def _run_epoch(self, epoch: int) -> None:
         started = time.perf_counter()
         seed_epoch(self.config.seed, epoch)
-        row: dict[str, Any] = {"epoch": epoch, "lr": self.schedule.lr, "lambda1": None, "lambda2": None}
-        row["nat_branch_acc"] = None
+        # the scalar columns stay None for methods without automatic scalars
+        row: dict[str, Any] = {"epoch": epoch, "lr": self.schedule.lr, **dict.fromkeys(SCALAR_COLUMNS)}
         if self.scalars is not None:
             t0 = time.perf_counter()
             acc_nat = self._measure_natural_accuracy()
