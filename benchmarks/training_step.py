@@ -8,10 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from autolora.inputs import InputSpec
-from autolora.lora import inject
 from autolora.models import create_model
-from autolora.train import AttackConfig, LossWeights, TrainConfig
-from autolora.train.methods import METHODS
+from autolora.train import TrainConfig, get_method
+from autolora.train.methods.autolora import AutoLoRa
 from autolora.train.objectives import LossOutput, Objective
 
 
@@ -47,13 +46,15 @@ def training_step(
     """A fresh ``model_name`` (seed 0, branched when the method is) ready to train with ``method``."""
     torch.manual_seed(0)
     model = create_model(model_name, 10, spec)
-    if METHODS[method].branch:
-        inject(model)
+    config = TrainConfig(method=method, epochs=1, lr=lr, weight_decay=weight_decay, precision=precision,
+                         attack_steps=attack_steps)  # fmt: skip
+    strategy = get_method(method)(config)
+    strategy.prepare(model)  # AutoLoRa's branch
+    if isinstance(strategy, AutoLoRa):
+        strategy.scalars.update(0.5)  # a mid-training setting: lambda1 0.5, lambda2 3
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format).train()
-    config = TrainConfig(method=method, epochs=1, lr=lr, weight_decay=weight_decay, precision=precision,
-                         attack=AttackConfig(eps=8 / 255, steps=attack_steps))  # fmt: skip
-    objective = METHODS[method].objective(config, LossWeights(0.5, 3.0), None)
+    objective = strategy.loss
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=weight_decay)
     return TrainingStep(model, objective, optimizer, memory_format)

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from autolora.attacks import Threat
 from autolora.diagnose import DiagnoseConfig, branched_layers, diagnose
 from autolora.errors import ConfigError
 from autolora.models import save_run_model
@@ -16,7 +17,7 @@ from .helpers import random_images
 
 def test_diagnose_reports_cosines_per_layer_and_overall(tiny_model):
     images = random_images(64, classes=10)
-    result = diagnose(tiny_model, images, DiagnoseConfig(eps=0.1, batches=2, batch_size=32, attack_steps=2),
+    result = diagnose(tiny_model, images, DiagnoseConfig(Threat(0.1), batches=2, batch_size=32, attack_steps=2),
                       torch.device("cpu"))  # fmt: skip
     assert result["layers"] == branched_layers(tiny_model) and len(result["layers"]) == 8
     for method in ("vanilla", "autolora"):
@@ -27,14 +28,14 @@ def test_diagnose_reports_cosines_per_layer_and_overall(tiny_model):
 
 
 def test_a_new_class_count_gets_a_linear_probe_head(tiny_model):
-    result = diagnose(tiny_model, random_images(40, classes=4), DiagnoseConfig(eps=0.1, methods=("vanilla",),
+    result = diagnose(tiny_model, random_images(40, classes=4), DiagnoseConfig(Threat(0.1), methods=("vanilla",),
                       batches=1, batch_size=40, attack_steps=1), torch.device("cpu"))  # fmt: skip
     assert "linear probe" in result["head"] and result["vanilla"]["per_layer"]
 
 
 def test_diagnose_validates_its_methods():
     with pytest.raises(ConfigError, match="method"):
-        DiagnoseConfig(eps=0.1, methods=("slf",))
+        DiagnoseConfig(Threat(0.1), methods=("slf",))
 
 
 def test_the_command_follows_a_run_over_its_snapshots(cli, tmp_path, tiny_model):

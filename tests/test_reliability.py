@@ -17,7 +17,8 @@ from autolora.data import DataConfig, prepare_data
 from autolora.errors import ConfigError
 from autolora.eval import EvalConfig, check_accuracies
 from autolora.models import load_classifier, save_run_model
-from autolora.train import AttackConfig, TrainConfig, Trainer
+from autolora.attacks import Threat
+from autolora.train import TrainConfig, Trainer
 from autolora.train.run_dir import RunDirectory
 
 TINY_FINETUNE = [
@@ -236,11 +237,11 @@ class _NaNAtEpoch:
 def test_a_nan_loss_stops_the_epoch_and_rolls_back(tmp_path, tiny_model, method, expect_continue):
     data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=30, seed=0))
     tiny_model.reset_classifier(5)
-    config = TrainConfig(method=method, epochs=4, lr=0.05, batch_size=50, attack=AttackConfig(eps=0.1, steps=1))
+    config = TrainConfig(method=method, epochs=4, lr=0.05, batch_size=50, threat=Threat(0.1), attack_steps=1)
     run = RunDirectory(tmp_path / method)
     run.open()
     trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
-    trainer.objective = _NaNAtEpoch(trainer.objective, trainer, epoch=2)
+    trainer.method.objective = _NaNAtEpoch(trainer.method.objective, trainer, epoch=2)
     summary = trainer.fit()
     rows = trainer.metrics
     assert "non-finite loss in epoch 2" in rows[1]["event"] and rows[1]["val_robust_acc"] is None

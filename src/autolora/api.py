@@ -15,6 +15,7 @@ from .distributed import DistContext, init_distributed, shutdown_distributed
 from .eval import EvalConfig, evaluate
 from .inputs import InputSpec
 from .models import ImageClassifier, InputOverrides, create_model, load_classifier
+from .report.plots import plot_run_curves
 from .runtime import provenance, resolve_device
 from .train.config import TrainConfig
 from .train.progress import Reporter, SilentReporter
@@ -75,9 +76,12 @@ def _train(
         record=record,
     )
     try:
-        return trainer.fit(resume=resuming)
+        summary = trainer.fit(resume=resuming)
     finally:
         shutdown_distributed()
+    if dist.is_main:
+        plot_run_curves(run.path)
+    return summary
 
 
 def pretrain(

@@ -9,13 +9,14 @@ from typing import Any
 
 from . import api
 from .data import DataConfig
+from .attacks import Threat
 from .eval import EvalConfig
 from .report.report import write_report
-from .train.config import AttackConfig, TrainConfig
+from .train import TrainConfig, get_method
 from .train.progress import Reporter
 
 EPS = 0.1
-VANILLA_LR = 0.01  # `autolora finetune --method vanilla`'s default
+THREAT = Threat(EPS)  # L-inf, eps 0.1: the budget the shipped source model was trained at
 
 
 def default_checkpoint() -> Path:
@@ -42,27 +43,31 @@ QUICK = DemoSize("quick (smoke run: small limits, few epochs, fast AutoAttack)",
 
 def finetune_config(
     method: str,
-    lr: float,
+    lr: float | None = None,
     *,
-    epochs: int,
+    epochs: int | None,
     attack_steps: int,
     autoattack_version: str,
     autoattack_n: int,
     seed: int,
     save_every: int | None = None,
+    recipe: str = "default",
+    attacks: tuple[str, ...] = ("clean", "pgd", "autoattack"),
 ) -> TrainConfig:
     """The fine-tuning settings the demo and the reproduction study share, so that their runs agree:
-    eps ``EPS``, PGD-``attack_steps`` training, and clean, PGD-20 and AutoAttack on the test split."""
+    ``THREAT``, PGD-``attack_steps`` training, and clean, PGD-20 and AutoAttack on the test split.
+    ``lr`` None is the recipe's own."""
     return TrainConfig(
         method=method,
+        recipe=recipe,
         epochs=epochs,
         lr=lr,
-        attack=AttackConfig(eps=EPS, steps=attack_steps),
+        threat=THREAT,
+        attack_steps=attack_steps,
         seed=seed,
         save_every=save_every,
         evaluation=EvalConfig(
-            ("clean", "pgd", "autoattack"),
-            eps=EPS,
+            attacks,
             seed=seed,
             autoattack_version=autoattack_version,
             autoattack_n=autoattack_n,
@@ -71,11 +76,10 @@ def finetune_config(
 
 
 def _config(method: str, size: DemoSize, seed: int) -> TrainConfig:
-    autolora = method == "autolora"
+    decides_length = get_method(method).defaults.decides_length
     return finetune_config(
         method,
-        0.1 if autolora else VANILLA_LR,
-        epochs=size.autolora_max_epochs if autolora else size.vanilla_epochs,
+        epochs=size.autolora_max_epochs if decides_length else size.vanilla_epochs,
         attack_steps=size.attack_steps,
         autoattack_version=size.autoattack_version,
         autoattack_n=size.autoattack_n,

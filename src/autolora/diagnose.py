@@ -21,14 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attacks import PGD, CrossEntropyObjective, KLObjective, LinfBall, RandomStart
+from safetensors import safe_open
+
+from .attacks import PGD, CrossEntropyObjective, KLObjective, RandomStart, Threat
 from .data import BatchLoader, ImageSet
 from .errors import CheckpointError, ConfigError, check_choices
 from .fileio import read_json
-from .lora import LoraLayer, export, inject, load_branch, natural_forward
+from .lora import BranchConfig, LoraLayer, export, inject, load_branch, natural_forward
 from .models import ImageClassifier, load_classifier, read_tensors
 from .models.checkpoint import RUN_CONFIG
-from .train.objectives import kl_batchmean
+from .train import LossWeights, autolora_loss_terms, linear_probe, trades_terms
 from .train.run_dir import BRANCH, SNAPSHOTS
 
 DIAGNOSED_METHODS = ("vanilla", "autolora")
@@ -36,9 +38,9 @@ DIAGNOSED_METHODS = ("vanilla", "autolora")
 
 @dataclass(frozen=True)
 class DiagnoseConfig:
-    """Which objectives to compare, on how many batches, under which attack."""
+    """Which objectives to compare, on how many batches, under which threat model and attack."""
 
-    eps: float
+    threat: Threat
     methods: tuple[str, ...] = DIAGNOSED_METHODS
     batches: int = 4
     batch_size: int = 128
@@ -52,7 +54,7 @@ class DiagnoseConfig:
             raise ConfigError("batches", self.batches, "use at least one batch")
 
     def attack(self, start: RandomStart) -> PGD:
-        return PGD(LinfBall(self.eps), steps=self.attack_steps, random_start=start)
+        return PGD(self.threat.ball(), steps=self.attack_steps, step_size=self.threat.step_size, random_start=start)
 
 
 def branched_layers(model: ImageClassifier) -> list[str]:
@@ -69,8 +71,8 @@ def _weights(model: nn.Module, layers: Iterable[str]) -> list[Tensor]:
     return found
 
 
-def _grads(loss: Tensor, params: list[Tensor]) -> list[Tensor]:
-    return [g.detach() for g in torch.autograd.grad(loss, params, allow_unused=False)]
+def _grads(loss: Tensor, params: list[Tensor], retain_graph: bool = False) -> list[Tensor]:
+    return [g.detach() for g in torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=False)]
 
 
 def _vanilla(model: ImageClassifier, x: Tensor, y: Tensor, layers: list[str], config: DiagnoseConfig):
@@ -78,45 +80,26 @@ def _vanilla(model: ImageClassifier, x: Tensor, y: Tensor, layers: list[str], co
     with torch.no_grad():
         clean = model(x)
     x_adv = config.attack(RandomStart.NORMAL)(model, x, KLObjective(clean))
-    z_nat = model(x)
-    natural = _grads(F.cross_entropy(z_nat, y), params)
-    adversarial = _grads(config.beta * kl_batchmean(model(x), model(x_adv)), params)
-    return natural, adversarial
+    natural_loss, adversarial_loss = trades_terms(model(x), model(x_adv), y, config.beta)
+    return _grads(natural_loss, params, retain_graph=True), _grads(adversarial_loss, params)
 
 
 def _autolora(model: nn.Module, x: Tensor, y: Tensor, layers: list[str], config: DiagnoseConfig):
     merged = export(model, merge=True)  # the natural path as a plain model: its weights are W + dW
     with torch.no_grad():
         z_nat = natural_forward(model, x)
-    acc_nat = (z_nat.argmax(1) == y).float().mean().item()
-    lambda1, lambda2 = 1.0 - acc_nat, 6.0 * acc_nat
+    weights = LossWeights.from_accuracy((z_nat.argmax(1) == y).float().mean().item())
     x_adv = config.attack(RandomStart.NORMAL)(model, x, CrossEntropyObjective(y))
-    natural = _grads(F.cross_entropy(merged(x), y), _weights(merged, layers))
     z_adv = model(x_adv)
-    adversarial_loss = (1 - lambda1) * F.cross_entropy(z_adv, y) + lambda2 * kl_batchmean(z_nat, z_adv)
-    return natural, _grads(adversarial_loss, _weights(model, layers))
+    # the natural term's gradient is taken with respect to the natural path's weights W + dW
+    natural_loss, _ = autolora_loss_terms(merged(x), z_adv.detach(), y, LossWeights(1.0, 0.0))
+    _, adversarial_loss = autolora_loss_terms(z_nat, z_adv, y, weights)
+    return _grads(natural_loss, _weights(merged, layers)), _grads(adversarial_loss, _weights(model, layers))
 
 
 def _cosine(a: list[Tensor], b: list[Tensor]) -> float:
     flat_a, flat_b = torch.cat([t.flatten() for t in a]), torch.cat([t.flatten() for t in b])
     return F.cosine_similarity(flat_a, flat_b, dim=0, eps=1e-20).item()
-
-
-def fit_linear_probe(model: ImageClassifier, loader: BatchLoader, num_classes: int, steps: int = 300) -> None:
-    """Give ``model`` a head for ``num_classes`` fitted on clean features (a zero head has no gradient)."""
-    with torch.no_grad():
-        pairs = [(model.forward_features(x), y) for x, y in loader.batches()]
-    features, labels = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
-    model.reset_classifier(num_classes)
-    optimizer = torch.optim.LBFGS(model.head.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model.head(features), labels) + 1e-4 * model.head.weight.square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
 
 
 def diagnose(
@@ -126,6 +109,7 @@ def diagnose(
     device: torch.device,
     branch_state: dict[str, Tensor] | None = None,
     fit_head: bool | None = None,
+    branch: BranchConfig | None = None,
 ) -> dict[str, Any]:
     """Cosine similarity of the natural and adversarial gradients, per layer and overall, per method.
 
@@ -138,18 +122,19 @@ def diagnose(
     batches = [batch for _, batch in zip(range(config.batches), loader.batches(), strict=False)]
     head = "from the checkpoint"
     if fit_head or (fit_head is None and model.num_classes != images.num_classes):
-        fit_linear_probe(model, loader, images.num_classes)
+        model.reset_classifier(images.num_classes)
+        linear_probe(model, loader)
         head = "a linear probe fitted on clean features of the training images"
     layers = branched_layers(model)
     results: dict[str, Any] = {
-        "config": asdict(config), "layers": layers, "head": head, "n": len(images),
+        "config": asdict(config) | {"threat": config.threat.to_dict()}, "layers": layers, "head": head, "n": len(images),
         "branch_loaded": branch_state is not None,
     }  # fmt: skip
     for method in config.methods:
         subject: nn.Module = model
         if method == "autolora":
             subject = copy.deepcopy(model)
-            subject = load_branch(subject, branch_state) if branch_state else inject(subject)
+            subject = load_branch(subject, branch_state, branch) if branch_state else inject(subject)
         results[method] = _measure(subject, method, batches, layers, config)
     return results
 
@@ -176,9 +161,15 @@ def _measure(model: nn.Module, method: str, batches: list, layers: list[str], co
     }
 
 
-def read_branch(folder: Path) -> dict[str, Tensor] | None:
-    """The low-rank branch saved beside a snapshot's model, or None where there is none."""
-    return read_tensors(folder / BRANCH) if (folder / BRANCH).is_file() else None
+def read_branch(folder: Path) -> tuple[dict[str, Tensor], BranchConfig | None] | None:
+    """The low-rank branch saved beside a snapshot's model with its config (None in files written
+    before configs were saved), or None where there is no branch."""
+    path = folder / BRANCH
+    if not path.is_file():
+        return None
+    tensors = read_tensors(path)
+    with safe_open(str(path), framework="pt") as handle:
+        return tensors, BranchConfig.from_metadata(handle.metadata())
 
 
 def diagnose_snapshots(
@@ -197,7 +188,8 @@ def diagnose_snapshots(
     points = []
     for snapshot in snapshots:
         model, _, _ = load_classifier(snapshot)
-        result = diagnose(model, images, replace(config, methods=(method,)), device, read_branch(snapshot))
+        tensors, branch = read_branch(snapshot) or (None, None)
+        result = diagnose(model, images, replace(config, methods=(method,)), device, tensors, branch=branch)
         points.append((int(snapshot.name.split("-")[1]), result))
     return method, points
 

@@ -47,6 +47,14 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
+    def sum_gradients(self, parameters: list[nn.Parameter]) -> None:
+        """Sum the parameters' gradients over all processes (for loops that run without DDP)."""
+        if not self.enabled:
+            return
+        for parameter in parameters:
+            if parameter.grad is not None:
+                dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+
 
 def _collective_device() -> torch.device:
     if dist.get_backend() == "nccl":

@@ -4,9 +4,10 @@ from .autoattack import AutoAttackResult, run_autoattack
 from .noise import BatchNoise
 from .objectives import CrossEntropyObjective, KLObjective
 from .pgd import PGD, evaluating
-from .threat import L2Ball, LinfBall, RandomStart, ThreatModel, threat_model
+from .threat import NORMS, L2Ball, LinfBall, RandomStart, Threat, ThreatModel, threat_model
 
 __all__ = [
+    "NORMS",
     "PGD",
     "AutoAttackResult",
     "BatchNoise",
@@ -15,6 +16,7 @@ __all__ = [
     "L2Ball",
     "LinfBall",
     "RandomStart",
+    "Threat",
     "ThreatModel",
     "evaluating",
     "run_autoattack",

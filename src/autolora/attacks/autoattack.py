@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..errors import CheckpointError, ConfigError
 from ..fileio import write_json
 from .pgd import evaluating
+from .threat import threat_model
 
 # "standard" is the reference protocol: every reported number uses it. "fast" is APGD-CE (one
 # restart) and APGD-T: no FAB-T and no Square (the slow black-box part), for smoke runs only.
@@ -198,8 +199,7 @@ def run_autoattack(
     """
     if version not in VERSIONS:
         raise ConfigError("autoattack-version", version, f"choose one of: {', '.join(VERSIONS)}")
-    if norm not in ("Linf", "L2"):
-        raise ConfigError("norm", norm, "AutoAttack runs here for Linf or L2")
+    threat_model(norm, eps)  # the project's threat models are the norms AutoAttack runs for here
     if len(x) == 0:
         raise ConfigError("n", 0, "AutoAttack needs at least one example")
     collector = _FlagCollector()

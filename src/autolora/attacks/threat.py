@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 from torch import Tensor
@@ -128,8 +129,51 @@ class L2Ball(ThreatModel):
 THREAT_MODELS: dict[str, type[ThreatModel]] = {"Linf": LinfBall, "L2": L2Ball}
 
 
+NORMS = tuple(THREAT_MODELS)
+DEFAULT_RELATIVE_STEP = 0.25  # PGD's step is eps / 4: 2/255 at 8/255, as in the AutoLoRa and TRADES code
+
+
 def threat_model(norm: str, eps: float) -> ThreatModel:
     """The threat model for ``norm`` ("Linf" or "L2") and budget ``eps``."""
     if norm not in THREAT_MODELS:
         raise ConfigError("norm", norm, f"choose one of: {', '.join(THREAT_MODELS)}")
     return THREAT_MODELS[norm](eps)
+
+
+@dataclass(frozen=True)
+class Threat:
+    """The one threat model of a run: norm, budget and PGD's step-size rule.
+
+    Training attacks, validation, the test evaluation, AutoAttack and ``diagnose`` all read
+    their budget from one ``Threat``, so a run cannot be evaluated at a budget other than
+    the one it records.
+    """
+
+    eps: float = 8 / 255
+    norm: str = "Linf"
+    relative_step: float = DEFAULT_RELATIVE_STEP
+
+    def __post_init__(self) -> None:
+        self.ball()  # validates norm and eps
+        if not 0.0 < self.relative_step <= 1.0:
+            raise ConfigError("relative-step", self.relative_step, "use a PGD step in (0, 1] times eps")
+
+    def ball(self) -> ThreatModel:
+        return threat_model(self.norm, self.eps)
+
+    @property
+    def step_size(self) -> float:
+        return self.eps * self.relative_step
+
+    def describe(self) -> str:
+        """``Linf eps 0.0314 (8/255)``: what every table and log line states."""
+        fraction = Fraction(self.eps).limit_denominator(255)
+        exact = f" ({fraction.numerator}/{fraction.denominator})" if fraction.denominator in (255, 256) else ""
+        return f"{self.norm} eps {self.eps:.4g}{exact}"
+
+    def to_dict(self) -> dict[str, float | str]:
+        return {"norm": self.norm, "eps": self.eps, "relative_step": self.relative_step}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float | str]) -> Threat:
+        return cls(float(data["eps"]), str(data.get("norm", "Linf")), float(data.get("relative_step", DEFAULT_RELATIVE_STEP)))

@@ -36,10 +36,11 @@ def _trained_on(checkpoint: Path) -> tuple[str, str | None] | None:
 def _diagnose_one(checkpoint: Path, data: DataConfig, config: DiagnoseConfig, device: str) -> dict[str, Any]:
     model, record, _ = load_classifier(checkpoint, overrides=InputOverrides())
     images = prepare_data(data, validation=False, image_size=model.spec.size).train
-    branch = read_branch(checkpoint)
+    tensors, branch = read_branch(checkpoint) or (None, None)
     trained_on = _trained_on(checkpoint)  # a source model's head classifies another task: probe a new one
     other_task = trained_on is not None and trained_on != (data.dataset, data.classes)
-    result = diagnose(model, images, config, resolve_device(device), branch, fit_head=other_task or None)
+    result = diagnose(model, images, config, resolve_device(device), tensors, fit_head=other_task or None,
+                      branch=branch)  # fmt: skip
     return {"checkpoint": str(checkpoint), "architecture": record.architecture, "dataset": data.dataset,
             **result}  # fmt: skip
 
@@ -55,6 +56,7 @@ def diagnose_command(
     batches: Annotated[int, typer.Option(help="Mini-batches whose gradients are summed.")] = 4,
     batch_size: o.BatchSize = 128,
     eps: o.Eps = "8/255",
+    norm: o.Norm = "Linf",
     attack_steps: o.AttackSteps = 10,
     over_training: Annotated[
         bool, typer.Option("--over-training", help="Diagnose each snapshot in CHECKPOINT/snapshots (--save-every).")
@@ -70,7 +72,7 @@ def diagnose_command(
     """Cosine similarity between the natural and the adversarial objective's gradients, per layer and overall:
     vanilla RFT (both through the feature extractor) against AutoLoRa (natural through the branch)."""
     methods = DIAGNOSED_METHODS if method == "both" else (method,)
-    config = DiagnoseConfig(o.parse_eps(eps), methods, batches, batch_size, attack_steps, seed=seed)
+    config = DiagnoseConfig(o.parse_threat(eps, norm), methods, batches, batch_size, attack_steps, seed=seed)
     data = DataConfig(dataset, data_dir, download, classes, limit_train, seed=seed)
     if over_training:
         _over_training(checkpoint, data, config, device, out_dir)

@@ -29,6 +29,7 @@ def evaluate(
     model: o.ModelName = None,
     attacks: Annotated[str, typer.Option(help="Comma-separated: clean, pgd, autoattack, corruptions.")] = "clean,pgd",
     eps: o.Eps = "8/255",
+    norm: o.Norm = "Linf",
     pgd_steps: Annotated[int, typer.Option(help="PGD steps (step size eps/4, random start).")] = 20,
     pgd_restarts: Annotated[int, typer.Option(help="PGD restarts; each example keeps its worst case.")] = 1,
     autoattack_version: o.AutoAttackVersion = "standard",
@@ -56,7 +57,7 @@ def evaluate(
     data = DataConfig(dataset, data_dir, download, classes, None, limit_test, seed=seed)
     config = EvalConfig(
         attacks=o.parse_list(attacks),
-        eps=o.parse_eps(eps),
+        threat=o.parse_threat(eps, norm),
         pgd_steps=pgd_steps,
         pgd_restarts=pgd_restarts,
         autoattack_version=autoattack_version,

@@ -6,7 +6,7 @@ from rich.table import Table
 
 from ..data import list_datasets
 from ..models import list_models
-from ..train.methods import METHODS
+from ..train import METHODS
 from .app import command
 from .options import Debug
 from .reporter import out
@@ -33,8 +33,10 @@ def datasets(debug: Debug = False) -> None:
 
 @command("methods", "autolora methods")
 def methods(debug: Debug = False) -> None:
-    """List the training methods (fine-tuning and pre-training)."""
-    table = Table("method", "used by", "description")
+    """List the training methods: what each trains, on which loss, under which default schedule."""
     for method in METHODS.values():
-        table.add_row(method.name, "finetune" if method.finetune else "pretrain", method.description)
-    out.print(table)
+        row = method.describe()
+        aliases = f" (also: {', '.join(method.aliases)})" if method.aliases else ""
+        out.print(f"[bold]{row.pop('method')}[/]{aliases}", highlight=False)
+        for key, value in row.items():
+            out.print(f"  {key + ':':<18}{value}", highlight=False)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..attacks import Threat
 from ..errors import ConfigError
 
 
@@ -32,6 +33,11 @@ def parse_floats(text: str | None, field: str) -> tuple[float, ...] | None:
         raise ConfigError(field, text, "write comma-separated numbers, one per channel") from None
 
 
+def parse_threat(eps: str, norm: str) -> Threat:
+    """``--eps`` and ``--norm`` -> the threat model every attack of the command uses."""
+    return Threat(parse_eps(eps), norm)
+
+
 def parse_list(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip()) if text else ()
 
@@ -49,7 +55,8 @@ LimitTrain = Annotated[int | None, typer.Option(help="Use a seeded, stratified s
 LimitTest = Annotated[int | None, typer.Option(help="Use a seeded, stratified subset of N test images.")]
 ValFraction = Annotated[float, typer.Option(help="Fraction of the training set held out for validation.")]
 ValMin = Annotated[int, typer.Option(help="Validation images at least (at most half the training set).")]
-Eps = Annotated[str, typer.Option(help="L-inf budget for images in [0, 1]: a float or a fraction like 8/255.")]
+Eps = Annotated[str, typer.Option(help="Attack budget for images in [0, 1]: a float or a fraction like 8/255.")]
+Norm = Annotated[str, typer.Option(help="Threat model: Linf or L2.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
 Checkpoint = Annotated[
     Path, typer.Option(help="A run directory, or a weights file (.safetensors, .pt/.pth loaded with weights_only).")

@@ -11,23 +11,25 @@ from ..data import DataConfig
 from ..errors import ConfigError
 from ..eval import EvalConfig
 from ..models import InputOverrides
-from ..train.config import AttackConfig, TrainConfig
-from ..train.methods import FINETUNE_METHODS, PRETRAIN_METHODS
+from ..train import HEAD_INITS, TrainConfig, get_method, method_names
 from . import options as o
 from .app import command, invocation
 from .reporter import RichReporter
 from .summary import print_summary
 
-DEFAULT_FINETUNE_LR = {"autolora": 0.1, "vanilla": 0.01, "slf": 0.01, "alf": 0.01, "aff": 0.01}
+FINETUNE_METHODS = method_names(pretrain=False)
+PRETRAIN_METHODS = method_names(pretrain=True)
 
 
-def test_evaluation(eval_extra: str | None, eps: float, seed: int, version: str, n: int | None) -> EvalConfig:
-    """The final test evaluation of a training run: clean and PGD-20, plus what ``--eval`` adds."""
+def test_evaluation(eval_extra: str | None, seed: int, version: str, n: int | None) -> EvalConfig:
+    """The final test evaluation of a training run: clean and PGD-20, plus what ``--eval`` adds.
+
+    Its threat model is the run's own (``TrainConfig`` fills it in)."""
     extra = o.parse_list(eval_extra)
     unknown = [e for e in extra if e not in ("autoattack", "corruptions")]
     if unknown:
         raise ConfigError("eval", eval_extra, "add autoattack and/or corruptions (clean and PGD-20 always run)")
-    return EvalConfig(("clean", "pgd", *extra), eps=eps, seed=seed, autoattack_version=version, autoattack_n=n)
+    return EvalConfig(("clean", "pgd", *extra), seed=seed, autoattack_version=version, autoattack_n=n)
 
 
 @command("pretrain", "autolora pretrain --dataset fashion-mnist --model resnet8 --epochs 4 --eps 0.1 --out runs/fmnist")
@@ -39,6 +41,7 @@ def pretrain(
     method: Annotated[str, typer.Option(help=f"{' or '.join(PRETRAIN_METHODS)}.")] = "pgd-at",
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
     eps: o.Eps = "8/255",
+    norm: o.Norm = "Linf",
     attack_steps: o.AttackSteps = 7,
     lr: Annotated[float, typer.Option(help="Initial learning rate (SGD, momentum 0.9).")] = 0.1,
     schedule: Annotated[str, typer.Option(help="cosine or step (x0.1 at 50% and 75%).")] = "cosine",
@@ -67,9 +70,8 @@ def pretrain(
     debug: o.Debug = False,
 ) -> None:
     """Adversarially pre-train a registry model (PGD-AT or TRADES), the way robust source models are made."""
-    if method not in PRETRAIN_METHODS:
-        raise ConfigError("method", method, f"pretrain with one of: {', '.join(PRETRAIN_METHODS)}")
-    budget = o.parse_eps(eps)
+    if not get_method(method).pretrain:
+        raise ConfigError("method", method, f"pretrain with one of: {', '.join(method_names(pretrain=True))}")
     data = DataConfig(
         dataset, data_dir, download, classes, limit_train, limit_test, val_fraction, val_min, augment=augment, seed=seed
     )
@@ -80,12 +82,13 @@ def pretrain(
         batch_size=batch_size,
         weight_decay=weight_decay,
         beta=beta,
-        attack=AttackConfig(eps=budget, steps=attack_steps),
+        threat=o.parse_threat(eps, norm),
+        attack_steps=attack_steps,
         schedule=schedule,
         precision=precision,
         channels_last=channels_last,
         seed=seed,
-        evaluation=test_evaluation(eval, budget, seed, autoattack_version, autoattack_n),
+        evaluation=test_evaluation(eval, seed, autoattack_version, autoattack_n),
     )
     summary = api.pretrain(
         model,
@@ -110,16 +113,26 @@ def finetune(
     checkpoint: o.Checkpoint,
     dataset: o.Dataset,
     out: o.Out,
-    method: Annotated[str, typer.Option(help=f"{', '.join(FINETUNE_METHODS)}.")] = "autolora",
+    method: Annotated[str, typer.Option(help=f"{', '.join(FINETUNE_METHODS)} (see `autolora methods`).")] = "autolora",
     model: o.ModelName = None,
     eps: o.Eps = "8/255",
+    norm: o.Norm = "Linf",
     rank: Annotated[int, typer.Option(help="Rank of the low-rank branch (autolora).")] = 8,
-    max_epochs: Annotated[int, typer.Option(help="Epoch cap of autolora's automatic schedule.")] = 60,
-    epochs: Annotated[int | None, typer.Option(help="Epochs of the baselines (default 30).")] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(help="Baselines: the fixed LR (default 0.01). autolora: the start of its rule (default 0.1)."),
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs", "--max-epochs", help="Epochs (a cap for methods that decide their own). Default: the method's."
+        ),
     ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate (autolora: the start of its rule). Default: the method's.")
+    ] = None,
+    head_init: Annotated[
+        str | None, typer.Option(help=f"How the new head starts: {', '.join(HEAD_INITS)}. Default: the method's.")
+    ] = None,
+    recipe: Annotated[
+        str, typer.Option(help="default (measured defaults) or paper (the AutoLoRa paper's algorithm exactly).")
+    ] = "default",
     beta: Annotated[float, typer.Option(help="TRADES beta of vanilla.")] = 6.0,
     attack_steps: o.AttackSteps = 10,
     val_attack_steps: Annotated[int | None, typer.Option(help="PGD steps on the validation split.")] = None,
@@ -154,30 +167,30 @@ def finetune(
     debug: o.Debug = False,
 ) -> None:
     """Robustly fine-tune a pre-trained model on a downstream task (AutoLoRa or a baseline)."""
-    if method not in FINETUNE_METHODS:
-        raise ConfigError("method", method, f"fine-tune with one of: {', '.join(FINETUNE_METHODS)}")
-    if method == "autolora" and epochs is not None:
-        raise ConfigError("epochs", epochs, "autolora decides its own epochs; cap them with --max-epochs")
-    budget = o.parse_eps(eps)
+    if get_method(method).pretrain:
+        raise ConfigError("method", method, f"fine-tune with one of: {', '.join(method_names(pretrain=False))}")
     data = DataConfig(
         dataset, data_dir, download, classes, limit_train, limit_test, val_fraction, val_min, augment=augment, seed=seed
     )
     config = TrainConfig(
         method=method,
-        epochs=max_epochs if method == "autolora" else (epochs or 30),
-        lr=lr if lr is not None else DEFAULT_FINETUNE_LR[method],
+        recipe=recipe,
+        epochs=epochs,
+        lr=lr,
+        head_init=head_init,
         batch_size=batch_size,
         weight_decay=weight_decay,
         beta=beta,
         rank=rank,
-        attack=AttackConfig(eps=budget, steps=attack_steps),
+        threat=o.parse_threat(eps, norm),
+        attack_steps=attack_steps,
         val_attack_steps=val_attack_steps,
         scalar_samples=scalar_samples,
         precision=precision,
         channels_last=channels_last,
         seed=seed,
         save_every=save_every,
-        evaluation=test_evaluation(eval, budget, seed, autoattack_version, autoattack_n),
+        evaluation=test_evaluation(eval, seed, autoattack_version, autoattack_n),
     )
     overrides = InputOverrides(input_size, o.parse_floats(mean, "mean"), o.parse_floats(std, "std"))
     summary = api.finetune(

@@ -1,40 +1,48 @@
-"""Clean, PGD, AutoAttack and corruption accuracy of a model on one set of test examples."""
+"""Clean, PGD, AutoAttack and corruption accuracy of a model on one set of test examples.
+
+Each measurement is registered by name in ``EVALUATIONS`` (how to run it, what it needs run
+first, what it reports), like the corruptions are; ``evaluate`` runs the ones asked for.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..attacks import PGD, RandomStart, run_autoattack, threat_model
+from ..attacks import PGD, RandomStart, Threat, run_autoattack
 from ..attacks.autoattack import VERSIONS
 from ..attacks.pgd import evaluating
 from ..data import BatchLoader, ImageSet
 from ..errors import ConfigError, check_choices
 from ..inputs import InputSpec
+from ..registry import Registry
 from .checks import check_accuracies
 from .corruptions import SEVERITIES, check_corruption_names
+from .metrics import AUTOATTACK, CLEAN, CORRUPTIONS
+from .metrics import PGD as PGD_METRIC
 
 log = logging.getLogger(__name__)
-
-EVALUATIONS = ("clean", "pgd", "autoattack", "corruptions")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What to measure and with which attack settings."""
+    """What to measure, and how hard to attack, under the threat model ``threat``.
+
+    ``threat`` is None only inside a training config, where the run's own threat model fills
+    it in (see ``TrainConfig``); ``evaluate`` refuses a config without one.
+    """
 
     attacks: tuple[str, ...] = ("clean", "pgd")
-    eps: float = 8 / 255
-    norm: str = "Linf"
+    threat: Threat | None = None
     pgd_steps: int = 20
     pgd_restarts: int = 1
-    pgd_step_size: float | None = None
     autoattack_version: str = "standard"
     autoattack_n: int | None = None
     autoattack_state: Path | None = None
@@ -44,8 +52,7 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_choices("attacks", self.attacks, EVALUATIONS)
-        threat_model(self.norm, self.eps)  # validates eps and norm
+        check_choices("attacks", self.attacks, EVALUATIONS.names())
         if self.pgd_steps < 1:
             raise ConfigError("pgd-steps", self.pgd_steps, "use at least one PGD step")
         if self.autoattack_version not in VERSIONS:
@@ -60,11 +67,17 @@ class EvalConfig:
             raise ConfigError("severities", self.severities, "use severities from 1 to 5")
         check_corruption_names(self.corruptions or ())
 
+    @property
+    def budget(self) -> Threat:
+        if self.threat is None:
+            raise ConfigError("threat", None, "give the evaluation a threat model (norm and eps)")
+        return self.threat
+
     def pgd(self) -> PGD:
         return PGD(
-            threat_model(self.norm, self.eps),
+            self.budget.ball(),
             steps=self.pgd_steps,
-            step_size=self.pgd_step_size,
+            step_size=self.budget.step_size,
             random_start=RandomStart.UNIFORM,
             restarts=self.pgd_restarts,
             keep_best=True,
@@ -106,11 +119,97 @@ def _mean(flags: Tensor) -> float:
     return flags.float().mean().item() if flags.numel() else float("nan")
 
 
+@dataclass
+class Evaluation:
+    """One measurement run on the shared test loader: what it needs first and what it reports."""
+
+    run: Callable[[EvalContext], dict[str, Any]]
+    needs: tuple[str, ...] = ()
+
+
+@dataclass
+class EvalContext:
+    """What the evaluations of one call share: the model, the examples and each other's results."""
+
+    model: nn.Module
+    images: ImageSet
+    loader: BatchLoader
+    config: EvalConfig
+    flags: dict[str, Tensor] = field(default_factory=dict)  # per-example correctness, by evaluation
+    warnings: list[str] = field(default_factory=list)
+
+
+EVALUATIONS: Registry[Evaluation] = Registry()
+
+
+def evaluation(
+    name: str, description: str, needs: tuple[str, ...] = ()
+) -> Callable[[Callable[[EvalContext], dict[str, Any]]], Evaluation]:
+    """Register a measurement under ``name``; ``needs`` names evaluations that must run first."""
+
+    def register(run: Callable[[EvalContext], dict[str, Any]]) -> Evaluation:
+        return EVALUATIONS.register(name, description)(Evaluation(run, needs))
+
+    return register
+
+
+@evaluation("clean", "accuracy on the clean test images")
+def _clean(ctx: EvalContext) -> dict[str, Any]:
+    ctx.flags["clean"] = correct_flags(ctx.model, ctx.loader)
+    return {CLEAN.key: _mean(ctx.flags["clean"])}
+
+
+@evaluation("pgd", "PGD (random start, eps/4 steps, each example's worst iterate)", needs=("clean",))
+def _pgd(ctx: EvalContext) -> dict[str, Any]:
+    ctx.flags["pgd"] = correct_flags(ctx.model, ctx.loader, ctx.config.pgd())
+    return {PGD_METRIC.key: _mean(ctx.flags["pgd"]), "pgd": ctx.config.pgd_settings()}
+
+
 def _autoattack_subset(n: int, config: EvalConfig) -> Tensor:
     if config.autoattack_n is None or config.autoattack_n >= n:
         return torch.arange(n)
     generator = torch.Generator().manual_seed(config.seed)
     return torch.randperm(n, generator=generator)[: config.autoattack_n].sort().values
+
+
+@evaluation("autoattack", "AutoAttack (pyautoattack), on all examples or a seeded subset", needs=("clean",))
+def _autoattack(ctx: EvalContext) -> dict[str, Any]:
+    config, loader = ctx.config, ctx.loader
+    subset = _autoattack_subset(len(ctx.images), config)
+    x = torch.cat([loader.fetch(chunk) for chunk in subset.split(1024)])
+    y = loader.labels[subset.to(loader.labels.device)]
+    aa = run_autoattack(
+        ctx.model,
+        x,
+        y,
+        config.budget.eps,
+        norm=config.budget.norm,
+        version=config.autoattack_version,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        state_path=config.autoattack_state,
+    )
+    same = {"n": aa.n, CLEAN.key: _mean(ctx.flags["clean"][subset])}
+    if "pgd" in ctx.flags:
+        same[PGD_METRIC.key] = _mean(ctx.flags["pgd"][subset])
+    ctx.warnings += [f"AutoAttack: {flag}" for flag in aa.flags]
+    ctx.warnings += check_accuracies(same[CLEAN.key], same.get(PGD_METRIC.key), aa.accuracy, aa.n, aa.eps)
+    return {AUTOATTACK.key: aa.accuracy, "autoattack": aa.to_dict() | {"same_examples": same}}
+
+
+@evaluation("corruptions", "common corruptions (CIFAR-10-C style), mean over severities")
+def _corruptions(ctx: EvalContext) -> dict[str, Any]:
+    from .corruption_eval import corruption_accuracy
+
+    config = ctx.config
+    table = corruption_accuracy(ctx.model, ctx.loader, config.corruptions, config.severities, config.seed)
+    return {CORRUPTIONS.key: table["mean"], "corruptions": table}
+
+
+def _plan(attacks: tuple[str, ...]) -> list[str]:
+    """The evaluations to run, in registry order, with what each needs added."""
+    wanted = set(attacks) | {need for name in attacks for need in EVALUATIONS[name].needs}
+    return [name for name in EVALUATIONS.names() if name in wanted]
 
 
 def evaluate(
@@ -120,60 +219,22 @@ def evaluate(
 
     Clean and PGD accuracy use every example; AutoAttack uses all of them or a seeded subset
     of ``autoattack_n``, on which clean and PGD accuracy are reported too, so the ordering
-    AA <= PGD <= clean is checked on the same examples.
+    AA <= PGD <= clean is checked on the same examples. The result states the threat model,
+    the number of examples and the input spec it used.
     """
+    threat = config.budget
     torch.manual_seed(config.seed)
-    loader = BatchLoader(images, spec, config.batch_size, device)
-    result: dict[str, Any] = {"n": len(images), "eps": config.eps, "norm": config.norm}
+    ctx = EvalContext(model, images, BatchLoader(images, spec, config.batch_size, device), config)
+    result: dict[str, Any] = {"n": len(images), **threat.to_dict(), "input": spec.to_dict()}
     seconds: dict[str, float] = {}
-    clean = pgd = None
-    if {"clean", "pgd", "autoattack"} & set(config.attacks):
+    for name in _plan(config.attacks):
         start = time.perf_counter()
-        clean = correct_flags(model, loader)
-        seconds["clean"] = time.perf_counter() - start
-        result["clean_acc"] = _mean(clean)
-    if "pgd" in config.attacks:
-        start = time.perf_counter()
-        pgd = correct_flags(model, loader, config.pgd())
-        seconds["pgd"] = time.perf_counter() - start
-        result["pgd_acc"] = _mean(pgd)
-        result["pgd"] = config.pgd_settings()
-    warnings: list[str] = []
-    if "autoattack" in config.attacks:
-        subset = _autoattack_subset(len(images), config)
-        x = torch.cat([loader.fetch(chunk) for chunk in subset.split(1024)])
-        y = loader.labels[subset.to(loader.labels.device)]
-        aa = run_autoattack(
-            model,
-            x,
-            y,
-            config.eps,
-            norm=config.norm,
-            version=config.autoattack_version,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            state_path=config.autoattack_state,
-        )
-        seconds["autoattack"] = aa.seconds
-        result["autoattack_acc"] = aa.accuracy
-        same = {"n": aa.n, "clean_acc": _mean(clean[subset])}
-        if pgd is not None:
-            same["pgd_acc"] = _mean(pgd[subset])
-        result["autoattack"] = aa.to_dict() | {"same_examples": same}
-        warnings += [f"AutoAttack: {flag}" for flag in aa.flags]
-        warnings += check_accuracies(same["clean_acc"], same.get("pgd_acc"), aa.accuracy, aa.n, config.eps)
-    elif clean is not None and pgd is not None:
-        warnings += check_accuracies(result["clean_acc"], result["pgd_acc"], None, len(images), config.eps)
-    if "corruptions" in config.attacks:
-        from .corruption_eval import corruption_accuracy
-
-        start = time.perf_counter()
-        table = corruption_accuracy(model, loader, config.corruptions, config.severities, config.seed)
-        seconds["corruptions"] = time.perf_counter() - start
-        result["corruption_acc"] = table["mean"]
-        result["corruptions"] = table
-    result["warnings"] = warnings
+        result |= EVALUATIONS[name].run(ctx)
+        seconds[name] = time.perf_counter() - start
+    if "autoattack" not in seconds and "pgd" in seconds:
+        ctx.warnings += check_accuracies(result[CLEAN.key], result[PGD_METRIC.key], None, len(images), threat.eps)
+    result["warnings"] = ctx.warnings
     result["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-    for warning in warnings:
+    for warning in ctx.warnings:
         log.warning(warning)
     return result

@@ -1,6 +1,8 @@
 """The low-rank branch of AutoLoRa: inject, natural path, export."""
 
 from .branch import (
+    BranchConfig,
+    branch_config,
     branch_layers,
     branch_norms,
     export,
@@ -17,6 +19,8 @@ from .branch import (
 from .layers import LAYER_KINDS, LoraLayer
 
 __all__ = [
+    "BranchConfig",
+    "branch_config",
     "LAYER_KINDS",
     "LoraLayer",
     "branch_layers",

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from .layers import LoraLayer, layer_kind
+
+log = logging.getLogger(__name__)
 
 HEAD_ATTRIBUTE = "autolora_head"
 _HEAD_NAMES = ("head", "fc", "heads", "classifier", "linear")
@@ -73,18 +78,59 @@ def _branch_targets(model: nn.Module, head: str, include_linear: bool) -> list[s
     return targets
 
 
+@dataclass(frozen=True)
+class BranchConfig:
+    """How a model's branches were made: rank, alpha and the layers that carry one.
+
+    Saved beside the branch tensors, so that ``load_branch`` rebuilds exactly the same
+    branches instead of guessing them from tensor shapes.
+    """
+
+    rank: int
+    alpha: float
+    layers: tuple[str, ...]
+
+    def to_metadata(self) -> dict[str, str]:
+        return {"branch_config": json.dumps({"rank": self.rank, "alpha": self.alpha, "layers": list(self.layers)})}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str] | None) -> BranchConfig | None:
+        if not metadata or "branch_config" not in metadata:
+            return None
+        data = json.loads(metadata["branch_config"])
+        return cls(int(data["rank"]), float(data["alpha"]), tuple(data["layers"]))
+
+
+def branch_config(model: nn.Module) -> BranchConfig:
+    """The config of ``model``'s branches (all share one rank and alpha, as ``inject`` makes them)."""
+    layers = [(name, module) for name, module in unwrap(model).named_modules() if isinstance(module, LoraLayer)]
+    if not layers:
+        raise ValueError("the model has no low-rank branches")
+    first = layers[0][1]
+    return BranchConfig(first.rank, first.alpha, tuple(name for name, _ in layers))
+
+
 def inject(
-    model: nn.Module, rank: int = 8, *, alpha: float = 1.0, include_linear: bool = False, head: str | None = None
+    model: nn.Module,
+    rank: int = 8,
+    *,
+    alpha: float = 1.0,
+    include_linear: bool = False,
+    head: str | None = None,
+    targets: Sequence[str] | None = None,
 ) -> nn.Module:
     """Add a low-rank branch, in place, to every conv layer of the feature extractor.
 
     The stem (the first ``nn.Conv2d``) and the classification head get none;
-    ``include_linear`` adds branches to ``nn.Linear`` layers too (for transformers).
+    ``include_linear`` adds branches to ``nn.Linear`` layers too (for transformers);
+    ``targets`` names the layers explicitly instead (as a saved ``BranchConfig`` does).
     Branch parameters are named ``...lora_A`` / ``...lora_B``. Returns ``model``.
     """
+    if has_branches(model):
+        raise ValueError("the model already has low-rank branches; inject() adds them once (export() removes them)")
     head = head or getattr(model, HEAD_ATTRIBUTE, None) or find_head(model)
     model.get_submodule(head)  # fails loudly for a wrong name
-    targets = _branch_targets(model, head, include_linear)
+    targets = list(targets) if targets is not None else _branch_targets(model, head, include_linear)
     if not targets:
         raise ValueError(
             "no layer to branch: the model has no nn.Conv2d after the stem"
@@ -171,13 +217,8 @@ def export(model: nn.Module, inplace: bool = False, *, merge: bool = False) -> n
     return model
 
 
-@torch.no_grad()
-def load_branch(model: nn.Module, tensors: dict[str, Tensor]) -> nn.Module:
-    """Inject branches matching saved ``lora_`` tensors into a plain ``model`` and load them strictly.
-
-    The rank, and whether linear layers carry branches, are read from the tensors; every
-    saved tensor must find its branch and every branch its tensor, with the same shape.
-    """
+def _inferred_config(model: nn.Module, tensors: dict[str, Tensor]) -> BranchConfig:
+    """A branch config guessed from tensor shapes (run directories written before configs were saved)."""
     from ..errors import CheckpointError
 
     layers = {k.removesuffix(".lora_A"): _module_or_none(model, k.removesuffix(".lora_A")) for k in tensors
@@ -186,7 +227,26 @@ def load_branch(model: nn.Module, tensors: dict[str, Tensor]) -> nn.Module:
         raise CheckpointError("the branch tensors do not belong to conv or linear layers of this model")
     name, layer = next(iter(layers.items()))
     rank = tensors[f"{name}.lora_A"].shape[0] // (layer.kernel_size[0] if isinstance(layer, nn.Conv2d) else 1)
-    inject(model, rank=rank, include_linear=any(isinstance(m, nn.Linear) for m in layers.values()))
+    return BranchConfig(rank, 1.0, tuple(layers))
+
+
+@torch.no_grad()
+def load_branch(model: nn.Module, tensors: dict[str, Tensor], config: BranchConfig | None = None) -> nn.Module:
+    """Inject branches into a plain ``model`` as ``config`` says and load ``tensors`` into them strictly.
+
+    Without a config (files written before configs were saved) the rank and the layers are
+    inferred from the tensors and alpha is taken as 1, with a warning. Every saved tensor
+    must find its branch and every branch its tensor, with the same shape.
+    """
+    from ..errors import CheckpointError
+
+    if config is None:
+        config = _inferred_config(model, tensors)
+        log.warning("the branch has no saved config: rank %d inferred from its tensors, alpha assumed 1", config.rank)
+    try:
+        inject(model, rank=config.rank, alpha=config.alpha, targets=config.layers)
+    except (AttributeError, TypeError) as exc:
+        raise CheckpointError(f"the saved branch does not fit this model: {exc}") from None
     branches = {n: p for n, p in model.named_parameters() if ".lora_" in n}
     missing, unexpected = sorted(set(branches) - set(tensors)), sorted(set(tensors) - set(branches))
     if missing or unexpected:

@@ -85,6 +85,7 @@ class LoraLayer(nn.Module):
         self.kind = layer_kind(base_layer)
         self.base_layer = base_layer
         self.rank = rank
+        self.alpha = alpha
         self.scale = alpha / rank
         self.natural = False
         weight = base_layer.weight

@@ -1,27 +1,26 @@
-"""Training: objectives, automatic scalars, LR schedules and the one trainer every method uses."""
+"""Training: the methods, their objectives, LR schedules and the one trainer every method uses."""
 
-from .config import AttackConfig, TrainConfig
-from .methods import FINETUNE_METHODS, METHODS, PRETRAIN_METHODS, Method
+from .config import TrainConfig
+from .head_start import HEAD_INITS, ProbeSettings, linear_probe, robust_linear_probe
+from .method import Method, MethodContext, MethodDefaults
+from .methods import METHODS, get_method, method_names, register_method
+from .methods.autolora import AutoLoraObjective, AutoScalars, LossWeights, autolora_loss, autolora_loss_terms
 from .objectives import (
     AdversarialCEObjective,
-    AutoLoraObjective,
     CleanCEObjective,
     LossOutput,
-    LossWeights,
     TradesObjective,
-    autolora_loss,
     kl_batchmean,
+    trades_terms,
 )
-from .scalars import AutoScalars
-from .schedule import AutoLRSchedule, CosineSchedule, Decision, Schedule, StepDecaySchedule
+from .schedule import SCHEDULES, AutoLRSchedule, CosineSchedule, Decision, Schedule, StepDecaySchedule
 from .trainer import Trainer
 
 __all__ = [
-    "FINETUNE_METHODS",
+    "HEAD_INITS",
     "METHODS",
-    "PRETRAIN_METHODS",
+    "SCHEDULES",
     "AdversarialCEObjective",
-    "AttackConfig",
     "AutoLRSchedule",
     "AutoLoraObjective",
     "AutoScalars",
@@ -31,11 +30,21 @@ __all__ = [
     "LossOutput",
     "LossWeights",
     "Method",
+    "MethodContext",
+    "MethodDefaults",
+    "ProbeSettings",
     "Schedule",
     "StepDecaySchedule",
     "TradesObjective",
     "TrainConfig",
     "Trainer",
     "autolora_loss",
+    "autolora_loss_terms",
+    "get_method",
     "kl_batchmean",
+    "linear_probe",
+    "method_names",
+    "register_method",
+    "robust_linear_probe",
+    "trades_terms",
 ]

@@ -2,65 +2,53 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
-from ..attacks import PGD, BatchNoise, RandomStart, threat_model
+from ..attacks import PGD, BatchNoise, RandomStart, Threat
 from ..errors import ConfigError
 from ..eval import EvalConfig
+from .head_start import HEAD_INITS
+from .methods import get_method
+from .schedule import SCHEDULES
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """The training attack: PGD in an ``norm`` ball of radius ``eps``, ``steps`` steps of ``step_size``."""
-
-    eps: float = 8 / 255
-    norm: str = "Linf"
-    steps: int = 10
-    step_size: float | None = None  # eps / 4
-
-    def __post_init__(self) -> None:
-        threat_model(self.norm, self.eps)
-        if self.steps < 1:
-            raise ConfigError("attack-steps", self.steps, "use at least one attack step")
-
-    def pgd(
-        self,
-        start: RandomStart,
-        steps: int | None = None,
-        autocast: torch.dtype | None = None,
-        noise: BatchNoise | None = None,
-    ) -> PGD:
-        return PGD(
-            threat_model(self.norm, self.eps),
-            steps=self.steps if steps is None else steps,
-            step_size=self.step_size,
-            random_start=start,
-            autocast=autocast,
-            noise=noise,
-        )
+VAL_METRICS = ("robust_acc", "robust_loss")
+RECIPES = {
+    "default": "each method's measured defaults (see docs/method.md)",
+    "paper": "the AutoLoRa paper's algorithm exactly: LR 0.1, epoch-based rule, zero head",
+}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """All settings of a training run, validated where they are built."""
+    """All settings of a training run, validated where they are built.
+
+    Fields left as None take the defaults of the method's ``recipe`` (see ``autolora
+    methods``); for a method that decides its own length, ``epochs`` is a cap; an ``lr`` that
+    stays None is chosen by an LR range test when the run starts. The test evaluation always
+    uses the run's ``threat``: an ``evaluation`` given another one is refused.
+    """
 
     method: str
-    epochs: int
-    lr: float
+    recipe: str = "default"
+    epochs: int | None = None
+    lr: float | None = None
     batch_size: int = 128
     momentum: float = 0.9
     weight_decay: float = 1e-4
     beta: float = 6.0
     rank: int = 8
-    attack: AttackConfig = field(default_factory=AttackConfig)
+    threat: Threat = field(default_factory=Threat)
+    attack_steps: int = 10
     val_attack_steps: int | None = None
     scalar_samples: int | None = 5000
+    period_steps: int | None = None  # an epoch runs at least this many optimizer steps (None: the recipe's)
+    val_metric: str | None = None  # "robust_acc" or "robust_loss" (lower is better); None: the recipe's
     schedule: str | None = None  # None: the method's own
+    head_init: str | None = None  # None: the method's own (zero for all but RoLI)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
     seed: int = 0
@@ -68,38 +56,71 @@ class TrainConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        from .methods import METHODS, SCHEDULES
+        method = get_method(self.method)
+        self._set("method", method.name)  # an alias ("aff") is recorded as the method's own name
+        if self.recipe not in RECIPES:
+            raise ConfigError("recipe", self.recipe, f"choose one of: {', '.join(RECIPES)}")
+        recipe = method.recipe(self.recipe)
+        for name in ("lr", "epochs", "head_init", "period_steps", "val_metric"):
+            if getattr(self, name) is None:
+                self._set(name, getattr(recipe, name))
+        self._check()
+        if self.evaluation.threat not in (None, self.threat):
+            raise ConfigError(
+                "evaluation.threat",
+                self.evaluation.threat,
+                f"a run is evaluated under its own threat model ({self.threat.describe()}); leave it unset",
+            )
+        self._set("evaluation", replace(self.evaluation, threat=self.threat))
 
-        if self.method not in METHODS:
-            raise ConfigError("method", self.method, f"choose one of: {', '.join(METHODS)}")
-        if self.epochs < 1:
-            raise ConfigError("epochs", self.epochs, "train for at least one epoch")
-        if not (self.lr > 0 and self.lr < float("inf")):
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def _check(self) -> None:
+        positive = {"epochs": self.epochs, "batch-size": self.batch_size, "rank": self.rank}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(name, value, "use a positive number")
+        if self.lr is not None and not (self.lr > 0 and self.lr < float("inf")):
             raise ConfigError("lr", self.lr, "use a positive, finite learning rate")
-        if self.batch_size < 1:
-            raise ConfigError("batch-size", self.batch_size, "use a positive batch size")
         if not 0 <= self.momentum < 1:
             raise ConfigError("momentum", self.momentum, "use a momentum in [0, 1)")
         if self.weight_decay < 0:
             raise ConfigError("weight-decay", self.weight_decay, "use a non-negative weight decay")
         if self.beta < 0:
             raise ConfigError("beta", self.beta, "use a non-negative TRADES beta")
-        if self.rank < 1:
-            raise ConfigError("rank", self.rank, "use a rank of at least 1")
-        if self.val_attack_steps is not None and self.val_attack_steps < 1:
-            raise ConfigError("val-attack-steps", self.val_attack_steps, "use at least one step")
-        if self.scalar_samples is not None and self.scalar_samples < 1:
-            raise ConfigError("scalar-samples", self.scalar_samples, "use a positive number of images")
-        if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise ConfigError("schedule", self.schedule, f"choose one of: {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError("precision", self.precision, f"choose one of: {', '.join(PRECISIONS)}")
-        if self.save_every is not None and self.save_every < 1:
-            raise ConfigError("save-every", self.save_every, "use a positive number of epochs")
+        optional = {"attack-steps": self.attack_steps, "val-attack-steps": self.val_attack_steps,
+                    "scalar-samples": self.scalar_samples, "save-every": self.save_every,
+                    "period-steps": self.period_steps}  # fmt: skip
+        for name, value in optional.items():
+            if value is not None and value < 1:
+                raise ConfigError(name, value, "use a positive number")
+        choices = {"schedule": (self.schedule, SCHEDULES), "precision": (self.precision, PRECISIONS),
+                   "head-init": (self.head_init, HEAD_INITS), "val-metric": (self.val_metric, VAL_METRICS)}  # fmt: skip
+        for name, (value, table) in choices.items():
+            if value is not None and value not in table:
+                raise ConfigError(name, value, f"choose one of: {', '.join(table)}")
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return PRECISIONS[self.precision]
+
+    def attack(
+        self,
+        start: RandomStart,
+        steps: int | None = None,
+        autocast: torch.dtype | None = None,
+        noise: BatchNoise | None = None,
+    ) -> PGD:
+        """PGD in the run's threat model: ``attack_steps`` steps unless ``steps`` says otherwise."""
+        return PGD(
+            self.threat.ball(),
+            steps=self.attack_steps if steps is None else steps,
+            step_size=self.threat.step_size,
+            random_start=start,
+            autocast=autocast,
+            noise=noise,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

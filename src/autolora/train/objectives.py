@@ -1,4 +1,6 @@
-"""Training objectives, each one small: AutoLoRa, TRADES, CE on PGD examples, plain CE.
+"""Training objectives shared by several methods: TRADES, CE on PGD examples, plain CE.
+
+A method's own objective lives in its file (AutoLoRa's in ``methods/autolora.py``).
 
 An objective takes the (possibly DDP-wrapped) model and a batch and returns the loss and
 the logits on which the training accuracy is read. Attacks run on the unwrapped model in
@@ -16,7 +18,7 @@ from torch import Tensor, nn
 
 from ..attacks import PGD, CrossEntropyObjective, KLObjective
 from ..attacks.pgd import evaluating
-from ..lora import natural_forward, unwrap
+from ..lora import unwrap
 from ..runtime import autocast
 
 
@@ -39,38 +41,9 @@ def kl_batchmean(p_logits: Tensor, q_logits: Tensor) -> Tensor:
     )
 
 
-@dataclass
-class LossWeights:
-    """The AutoLoRa scalars: ``lambda1`` weighs natural CE, ``lambda2`` the KL term."""
-
-    lambda1: float = 1.0
-    lambda2: float = 0.0
-
-
-def autolora_loss(z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights) -> Tensor:
-    """``l1 CE(z_nat, y) + (1 - l1) CE(z_adv, y) + l2 KL(softmax(z_nat) || softmax(z_adv))``."""
-    l1, l2 = weights.lambda1, weights.lambda2
-    return (
-        l1 * F.cross_entropy(z_nat.float(), y)
-        + (1.0 - l1) * F.cross_entropy(z_adv.float(), y)
-        + l2 * kl_batchmean(z_nat, z_adv)
-    )
-
-
-@dataclass
-class AutoLoraObjective:
-    """AutoLoRa: natural CE through the branch, adversarial CE through the feature extractor, KL between."""
-
-    attack: PGD
-    weights: LossWeights
-    autocast: torch.dtype | None = None
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
-        x_adv = self.attack(unwrap(model), x, CrossEntropyObjective(y))
-        with autocast(x.device, self.autocast):
-            z_nat = natural_forward(model, x)
-            z_adv = model(x_adv)
-        return LossOutput(autolora_loss(z_nat, z_adv, y, self.weights), z_adv, z_nat)
+def trades_terms(z_nat: Tensor, z_adv: Tensor, y: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """TRADES's natural term ``CE(f(x), y)`` and its adversarial term ``beta KL(f(x) || f(x_adv))``."""
+    return F.cross_entropy(z_nat.float(), y), beta * kl_batchmean(z_nat, z_adv)
 
 
 @dataclass
@@ -89,8 +62,8 @@ class TradesObjective:
         with autocast(x.device, self.autocast):
             z_nat = model(x)
             z_adv = model(x_adv)
-        loss = F.cross_entropy(z_nat.float(), y) + self.beta * kl_batchmean(z_nat, z_adv)
-        return LossOutput(loss, z_adv, z_nat)
+        natural, adversarial = trades_terms(z_nat, z_adv, y, self.beta)
+        return LossOutput(natural + adversarial, z_adv, z_nat)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,3 +189,10 @@ class AutoLRSchedule(Schedule):
         if self._at_checkpoint():
             self._pass_checkpoint(halved=True)
         return self._finish(self._halve(False, f"non-finite loss in epoch {self.epoch}"))
+
+
+SCHEDULES: dict[str, Callable[[float, int], Schedule]] = {
+    "auto": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs),
+    "step": StepDecaySchedule,
+    "cosine": CosineSchedule,
+}

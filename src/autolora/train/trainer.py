@@ -3,34 +3,42 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..attacks import BatchNoise, RandomStart
 from ..attacks.pgd import evaluating
-from ..data import BatchLoader, PreparedData, limit
+from ..data import BatchLoader, ImageSet, PreparedData
+from ..data.loader import BatchInfo
 from ..distributed import DistContext, restore_batchnorm, use_global_batchnorm
 from ..errors import CheckpointError, ConfigError
 from ..eval import evaluate
+from ..eval.metrics import METRIC_KEYS
 from ..fileio import read_json, save_tensors, write_json
-from ..lora import export, has_branches, inject, lora_parameters, natural_forward
 from ..models import ImageClassifier, save_run_model
 from .config import TrainConfig
-from .methods import METHODS, build_schedule
-from .objectives import LossOutput, LossWeights
+from .head_start import linear_probe, robust_linear_probe
+from .lr_search import RangeTest, lr_range_test
+from .method import MethodContext
+from .methods import get_method
+from .objectives import LossOutput
 from .progress import LogReporter, Reporter
-from .run_dir import AUTOATTACK_STATE, BRANCH, SNAPSHOTS, SUMMARY, RunDirectory
-from .scalars import AutoScalars
+from .run_dir import AUTOATTACK_STATE, SNAPSHOTS, SUMMARY, RunDirectory
 from .schedule import Decision
 from .state import load_state, rng_state, save_state, seed_epoch, set_rng_state
 
-SCALAR_COLUMNS = ("lambda1", "lambda2", "nat_branch_acc")
-NOISE_STREAM = 1_000_000  # random-start keys: epoch * NOISE_STREAM + batch (validation: + NOISE_STREAM / 2)
+PASS_STREAM = 100_003  # data-order keys of an epoch's repeated passes: epoch + pass * PASS_STREAM
+NOISE_STREAM = 1_000_000
+LR_SEARCH_KEYS = NOISE_STREAM // 4  # the LR search's random starts: epoch 0's stream, apart from the head start's
+LR_SEARCH_ORDER = 1_000  # its data orders: keys -(1000 + pass), apart from the head start's -1, -2, ...  # random-start keys: epoch * NOISE_STREAM + batch (validation: + NOISE_STREAM / 2)
 
 
 @dataclass
@@ -44,6 +52,15 @@ class Timing:
 
     def summary(self) -> dict[str, float]:
         return {f"time_{k}_s": round(v, 2) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Compute:
+    """Work done, summed over the run: optimizer steps, and forward+backward passes of the attacks
+    (training and validation; the test evaluation's are in its own record)."""
+
+    optimizer_steps: int = 0
+    attack_passes: int = 0
 
 
 @dataclass
@@ -61,9 +78,11 @@ def snapshot(model: nn.Module) -> dict[str, Tensor]:
 class Trainer:
     """Trains ``model`` on ``data`` with ``config.method`` and writes the run to ``run``.
 
-    Every method shares this loop: per epoch, the automatic scalars (AutoLoRa), one pass of
-    the method's objective, validation clean and robust accuracy on the held-out split, and
-    the schedule's decision (next LR, roll back to the best model, stop). After each epoch
+    Every method shares this loop: the head start (``config.head_init``), then per epoch the
+    method's own work (AutoLoRa's scalars), one pass of the method's loss, validation clean and
+    robust accuracy on the held-out split, and the schedule's decision (next LR, roll back to
+    the best model, stop). What is particular to a method is asked of it (``train/method.py``).
+    After each epoch
     the full state is written atomically, so ``fit(resume=True)`` continues a killed run
     exactly. The exported model is the best on validation; the test split is used only for
     the final report.
@@ -86,39 +105,38 @@ class Trainer:
             raise ConfigError("val-fraction", 0, "training needs a validation split for model selection")
         if config.batch_size < 2 * dist.world_size:
             raise ConfigError("batch-size", config.batch_size, f"use at least 2 per process ({2 * dist.world_size})")
-        self.method = METHODS[config.method]
         self.model, self.architecture, self.data, self.config = model, architecture, data, config
         self.run, self.device, self.dist = run, device, dist
         self.reporter = reporter or LogReporter()
         self.record = record or {}
-        self.weights = LossWeights()
-        self.scalars = AutoScalars(self.weights) if self.method.auto_scalars else None
         self.noise = BatchNoise(config.seed)
-        self.objective = self.method.objective(config, self.weights, self.noise)
-        self.schedule = build_schedule(config)
+        self.method = get_method(config.method)(config, self.noise)
         self.timing = Timing()
+        self.compute = Compute()
         self.metrics: list[dict[str, Any]] = []
+        self.head_start: dict[str, Any] | None = None  # what the head start did, once it ran
+        self.lr_search: dict[str, Any] | None = None if config.lr is None else {"lr": config.lr, "given": True}
         self.stop_reason: str | None = None
         self.finished = False  # the test evaluation ran and the run's files are written
         self._prepare_model()
         self.optimizer = torch.optim.SGD(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=config.lr,
+            list(self.method.parameters(self.model)),
+            lr=config.lr or RangeTest().lr_max,  # a found LR replaces it before the first step
             momentum=config.momentum,
             weight_decay=config.weight_decay,
         )
         self.best_state = snapshot(self.model)
         self._build_loaders()
+        # --epochs counts passes over the data; an epoch of the schedule may hold several (period_steps)
+        periods = math.ceil(config.epochs / self._passes())
+        self.schedule = self.method.build_schedule(self.optimizer.param_groups[0]["lr"], periods)
 
     # ------------------------------------------------------------------ set-up
 
     def _prepare_model(self) -> None:
         model = self.model.to(self.device)
-        seed_epoch(self.config.seed, 0)  # the branch's initialisation depends on the seed alone
-        if self.method.branch and not has_branches(model):
-            inject(model, rank=self.config.rank)
-        if self.method.head_only:
-            model.features.requires_grad_(False)
+        seed_epoch(self.config.seed, 0)  # e.g. a branch's initialisation depends on the seed alone
+        self.method.prepare(model)
         if self.config.channels_last:
             model.to(memory_format=torch.channels_last)
         self.net: nn.Module = model
@@ -140,20 +158,19 @@ class Trainer:
             shard=shard,
             min_batch=2 * shard.world_size,  # BatchNorm needs two examples; every process needs one
         )
-        self.val_loader = BatchLoader(self.data.val, spec, 2 * cfg.batch_size, self.device, shard=shard)
-        self.scalar_loader = None
-        if self.scalars is not None:
-            subset = limit(self.data.train, cfg.scalar_samples, cfg.seed, "scalar-samples")
-            self.scalar_loader = BatchLoader(subset, spec, 2 * cfg.batch_size, self.device, shard=shard)
-        self.val_attack = cfg.attack.pgd(RandomStart.UNIFORM, steps=cfg.val_attack_steps, noise=self.noise)
+        self.val_loader = self._loader(self.data.val, 2 * cfg.batch_size)
+        self.method.setup(MethodContext(self.data.train, self._loader, self.dist))
+        self.val_attack = cfg.attack(RandomStart.UNIFORM, steps=cfg.val_attack_steps, noise=self.noise)
+
+    def _loader(self, images: ImageSet, batch_size: int) -> BatchLoader:
+        """An unshuffled loader of this process's part of ``images``."""
+        return BatchLoader(images, self.model.spec, batch_size, self.device, shard=self.dist.shard)
 
     def _memory_format(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
 
     def _set_train_mode(self) -> None:
-        self.net.train()
-        if self.method.head_only:
-            self.model.features.eval()
+        self.method.train_mode(self.net, self.model)
 
     # ------------------------------------------------------------------ resume
 
@@ -175,9 +192,12 @@ class Trainer:
             "best": self.best_state,
             "optimizer": optimizer,
             "schedule": self.schedule.state_dict(),
-            "scalars": self.scalars.state_dict() if self.scalars else None,
+            "method": self.method.state_dict(),
+            "head_start": self.head_start,
+            "lr_search": self.lr_search,
             "metrics": self.metrics,
             "timing": asdict(self.timing),
+            "compute": asdict(self.compute),
             "stop_reason": self.stop_reason,
             "finished": self.finished,
             "rng": rng_state(),
@@ -204,10 +224,14 @@ class Trainer:
         optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
         self.optimizer.load_state_dict(optimizer)
         self.schedule.load_state_dict(state["schedule"])
-        if self.scalars is not None and state["scalars"] is not None:
-            self.scalars.load_state_dict(state["scalars"])
+        method_state = state.get("method") or ({"scalars": state["scalars"]} if state.get("scalars") else None)
+        if method_state:
+            self.method.load_state_dict(method_state)
+        self.head_start = state.get("head_start")
+        self.lr_search = state.get("lr_search", self.lr_search)
         self.metrics = list(state["metrics"])
         self.timing = Timing(**state["timing"])
+        self.compute = Compute(**state.get("compute", {}))
         self.stop_reason = state["stop_reason"]
         self.finished = bool(state.get("finished", False))
         set_rng_state(state["rng"])
@@ -215,23 +239,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ one epoch
 
-    def _measure_natural_accuracy(self) -> float:
-        correct = total = 0
-        with evaluating(self.model), torch.no_grad():
-            for x, y in self.scalar_loader.batches():
-                correct += int((natural_forward(self.model, x).argmax(1) == y).sum())
-                total += len(y)
-        correct, total = self.dist.all_sum(correct, total)
-        return correct / max(total, 1)
+    def _passes(self) -> int:
+        """Passes over the training set per epoch: one, or as many as ``period_steps`` optimizer steps need."""
+        steps = self.config.period_steps
+        return 1 if steps is None else max(1, math.ceil(steps / max(len(self.train_loader), 1)))
+
+    def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, BatchInfo]]:
+        """The epoch's batches, over ``_passes()`` passes; the first pass is the plain epoch's."""
+        for number in range(self._passes()):
+            order = epoch if number == 0 else epoch + number * PASS_STREAM
+            offset = number * len(self.train_loader)
+            for x, y, info in self.train_loader.parts(order):
+                yield x, y, BatchInfo(offset + info.index, info.global_size, info.part)
 
     def _train_epoch(self, epoch: int) -> EpochResult:
         self._set_train_mode()
         loss_sum = correct = seen = 0.0
-        with self.reporter.batches(len(self.train_loader), f"epoch {epoch}") as advance:
-            for x, y, info in self.train_loader.parts(epoch):
+        total = self._passes() * len(self.train_loader)
+        with self.reporter.batches(total, f"epoch {epoch}") as advance:
+            for x, y, info in self._batches(epoch):
                 self.noise.begin(epoch * NOISE_STREAM + info.index, info.global_size, info.part)
                 x = self._memory_format(x)
-                output: LossOutput = self.objective(self.net, x, y)
+                output: LossOutput = self.method.loss(self.net, x, y)
                 if not self._finite(output.loss):
                     return EpochResult(None, None, f"non-finite loss in epoch {epoch}, batch {info.index}")
                 self.optimizer.zero_grad(set_to_none=True)
@@ -240,6 +269,8 @@ class Trainer:
                 share = len(y) * self.dist.world_size / info.global_size
                 (output.loss * share).backward()
                 self.optimizer.step()
+                self.compute.optimizer_steps += 1
+                self.compute.attack_passes += self.config.attack_steps
                 loss_sum += output.loss.item() * len(y)
                 correct += int((output.logits.argmax(1) == y).sum())
                 seen += len(y)
@@ -254,8 +285,9 @@ class Trainer:
             finite = bad == 0
         return finite
 
-    def _validate(self, epoch: int) -> tuple[float, float]:
-        clean = robust = total = 0
+    def _validate(self, epoch: int) -> tuple[float, float, float]:
+        """Validation clean accuracy, robust accuracy and robust loss (mean CE on the PGD examples)."""
+        clean = robust = total = loss = 0.0
         with evaluating(self.model):
             for x, y, info in self.val_loader.parts():
                 self.noise.begin(epoch * NOISE_STREAM + NOISE_STREAM // 2 + info.index, info.global_size, info.part)
@@ -263,23 +295,22 @@ class Trainer:
                 with torch.no_grad():
                     clean += int((self.model(x).argmax(1) == y).sum())
                 x_adv = self.val_attack(self.model, x, y)
+                self.compute.attack_passes += self.val_attack.steps
                 with torch.no_grad():
-                    robust += int((self.model(x_adv).argmax(1) == y).sum())
+                    logits = self.model(x_adv)
+                robust += int((logits.argmax(1) == y).sum())
+                loss += F.cross_entropy(logits.float(), y, reduction="sum").item()
                 total += len(y)
-        clean, robust, total = self.dist.all_sum(clean, robust, total)
-        return clean / max(total, 1), robust / max(total, 1)
+        clean, robust, loss, total = self.dist.all_sum(clean, robust, loss, total)
+        return clean / max(total, 1), robust / max(total, 1), loss / max(total, 1)
 
     def _run_epoch(self, epoch: int) -> None:
         started = time.perf_counter()
         seed_epoch(self.config.seed, epoch)
-        # the scalar columns stay None for methods without automatic scalars
-        row: dict[str, Any] = {"epoch": epoch, "lr": self.schedule.lr, **dict.fromkeys(SCALAR_COLUMNS)}
-        if self.scalars is not None:
-            t0 = time.perf_counter()
-            acc_nat = self._measure_natural_accuracy()
-            self.scalars.update(acc_nat)
-            self.timing.scalars += time.perf_counter() - t0
-            row |= {"lambda1": self.weights.lambda1, "lambda2": self.weights.lambda2, "nat_branch_acc": acc_nat}
+        row: dict[str, Any] = {"epoch": epoch, "lr": self.schedule.lr, **dict.fromkeys(self.method.columns)}
+        t0 = time.perf_counter()
+        row |= self.method.begin_epoch(self.model, epoch)
+        self.timing.scalars += time.perf_counter() - t0
         t0 = time.perf_counter()
         result = self._train_epoch(epoch)
         self.timing.train += time.perf_counter() - t0
@@ -287,15 +318,17 @@ class Trainer:
         if result.fault:
             self.reporter.warning(result.fault)
             decision = self.schedule.fault()
-            row |= {"val_clean_acc": None, "val_robust_acc": None}
+            row |= {"val_clean_acc": None, "val_robust_acc": None, "val_robust_loss": None}
         else:
             t0 = time.perf_counter()
-            val_clean, val_robust = self._validate(epoch)
+            val_clean, val_robust, val_loss = self._validate(epoch)
             self.timing.validation += time.perf_counter() - t0
-            row |= {"val_clean_acc": val_clean, "val_robust_acc": val_robust}
-            decision = self.schedule.step(val_robust)
+            row |= {"val_clean_acc": val_clean, "val_robust_acc": val_robust, "val_robust_loss": val_loss}
+            # the schedule maximises its metric: robust accuracy, or the negated robust loss
+            decision = self.schedule.step(val_robust if self.config.val_metric == "robust_acc" else -val_loss)
         self._apply(decision, fault=result.fault is not None)
-        row |= {"best": decision.is_best, "event": decision.reason, "seconds": round(time.perf_counter() - started, 3)}
+        row |= {"best": decision.is_best, "event": decision.reason, "steps": self.compute.optimizer_steps,
+                "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
         self.metrics.append(row)
 
     def _apply(self, decision: Decision, fault: bool = False) -> None:
@@ -319,6 +352,10 @@ class Trainer:
             if self.finished and self.run.file(SUMMARY).exists():
                 self.reporter.message(f"{self.run.path} is finished; its summary stands")
                 return read_json(self.run.file(SUMMARY))
+        if self.head_start is None:
+            self._start_head()
+        if self.lr_search is None:
+            self._search_lr()
         while self.stop_reason is None:
             self._run_epoch(self.schedule.epoch + 1)
             self.reporter.epoch(self.metrics[-1], self._eta())
@@ -332,11 +369,74 @@ class Trainer:
         mean = sum(row["seconds"] for row in self.metrics) / len(self.metrics)
         return mean * (self.schedule.max_epochs - self.schedule.epoch)
 
+    def _start_head(self) -> None:
+        """Give the new head its start: RoLI's robust linear probe, a clean linear probe, or none (zero)."""
+        if self.config.head_init == "linear":
+            loader = self._loader(self.data.train, 2 * self.config.batch_size)
+            self.head_start = linear_probe(self.model, loader, self.dist)
+            self.reporter.message(f"head start: a linear probe on clean features, training accuracy "
+                                  f"{100 * self.head_start['train_acc']:.1f}%")  # fmt: skip
+            self.best_state = snapshot(self.model)
+        elif self.config.head_init == "robust-linear":
+            self.reporter.message("robust linear probing: training the head alone on PGD examples")
+            attack = self.config.attack(RandomStart.UNIFORM, noise=self.noise)
+            loader = BatchLoader(self.data.train, self.model.spec, self.config.batch_size, self.device, shuffle=True,
+                                 seed=self.config.seed, shard=self.dist.shard)  # fmt: skip
+            self.head_start = robust_linear_probe(self.model, loader, attack, self.noise, dist=self.dist)
+            self.reporter.message(
+                f"head start: {self.head_start['steps']} steps, robust training accuracy "
+                f"{100 * self.head_start['train_robust_acc']:.1f}%, {self.head_start['seconds']:.0f}s"
+            )
+            self.best_state = snapshot(self.model)
+        else:
+            self.head_start = {"head_init": self.config.head_init}
+        self._save_state()
+
+    def _search_lr(self) -> None:
+        """Choose the initial LR by a range test on the method's objective, then restore the state."""
+        saved_model, saved_rng = snapshot(self.model), rng_state()
+        saved_optimizer = copy.deepcopy(self.optimizer.state_dict())
+        self.method.begin_epoch(self.model, 0)  # e.g. AutoLoRa's scalars for the model as it starts
+        self._set_train_mode()
+        batches = self._endless_batches()
+
+        def step(lr: float) -> float:
+            x, y, info = next(batches)
+            self.noise.begin(LR_SEARCH_KEYS + info.index, info.global_size, info.part)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            output = self.method.loss(self.net, self._memory_format(x), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            (output.loss * len(y) * self.dist.world_size / info.global_size).backward()
+            self.optimizer.step()
+            (loss,) = self.dist.all_sum(output.loss.item() * len(y) / info.global_size)
+            return loss
+
+        self.reporter.message("choosing the initial learning rate: a range test on the training objective")
+        result = lr_range_test(step)
+        self.model.load_state_dict(saved_model)
+        self.optimizer.load_state_dict(saved_optimizer)
+        set_rng_state(saved_rng)
+        self.lr_search = result.to_dict()
+        self.schedule.lr = self.schedule.initial_lr = result.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = result.lr
+        self.reporter.message(f"initial learning rate {result.lr:.3g} (range test over {len(result.lrs)} steps)")
+        self._save_state()
+
+    def _endless_batches(self) -> Iterator[tuple[Tensor, Tensor, BatchInfo]]:
+        """Training batches in a data order of their own, pass after pass (for the LR search)."""
+        number = 0
+        while True:
+            for x, y, info in self.train_loader.parts(-(LR_SEARCH_ORDER + number)):
+                yield x, y, BatchInfo(number * len(self.train_loader) + info.index, info.global_size, info.part)
+            number += 1
+
     def exported_model(self) -> ImageClassifier:
-        """The best-on-validation model without branches, in the original architecture."""
+        """The best-on-validation model as deployed: the method's export, in the original architecture."""
         best = restore_batchnorm(copy.deepcopy(self.model))
         best.load_state_dict(self.best_state)
-        plain = export(best, inplace=True) if has_branches(best) else best
+        plain = self.method.export(best)
         return plain.to(memory_format=torch.contiguous_format).requires_grad_(True)
 
     def _save_snapshot(self) -> None:
@@ -345,10 +445,9 @@ class Trainer:
             return
         folder = self.run.file(SNAPSHOTS) / f"epoch-{self.schedule.epoch:03d}"
         current = restore_batchnorm(copy.deepcopy(self.model))
-        if has_branches(current):
-            names = {id(p): n for n, p in current.named_parameters()}
-            save_tensors(folder / BRANCH, {names[id(p)]: p for p in lora_parameters(current)})
-            current = export(current, inplace=True)
+        for name, (tensors, metadata) in self.method.snapshot_files(current).items():
+            save_tensors(folder / name, tensors, metadata)
+        current = self.method.export(current)
         save_run_model(folder, current, self.architecture, {"epoch": self.schedule.epoch, "method": self.config.method})
 
     def _finish(self) -> dict[str, Any]:
@@ -367,20 +466,18 @@ class Trainer:
         write_json(self.run.file(SUMMARY), summary)
         self.finished = True
         self._save_state()
-        _write_curves(self.run)
         return summary
 
     def _summary(self, results: dict[str, Any]) -> dict[str, Any]:
         best_epoch = self.schedule.best_epoch
         best_row = next((r for r in self.metrics if r["epoch"] == best_epoch), {})
-        keys = ("clean_acc", "pgd_acc", "autoattack_acc", "corruption_acc")
         return {
             "method": self.config.method,
+            "description": self.method.description,
             "dataset": self.data.name,
             "architecture": self.architecture,
-            "eps": self.config.attack.eps,
-            "norm": self.config.attack.norm,
-            **{k: results[k] for k in keys if k in results},
+            **self.config.threat.to_dict(),
+            **{k: results[k] for k in METRIC_KEYS if k in results},
             "n_test": results["n"],
             "epochs": self.schedule.epoch,
             "best_epoch": best_epoch,
@@ -388,9 +485,13 @@ class Trainer:
             "best_val_clean_acc": best_row.get("val_clean_acc"),
             "final_lr": self.schedule.lr,
             "stop_reason": self.stop_reason,
+            "head_start": self.head_start,
+            "initial_lr": self.schedule.initial_lr,
+            "lr_search": self.lr_search,
             "data": self.data.sizes(),
             "evaluation": results,
             **self.timing.summary(),
+            **asdict(self.compute),
         }
 
 
@@ -398,9 +499,3 @@ def _jsonable(value: Any) -> Any:
     import json
 
     return json.loads(json.dumps(value))
-
-
-def _write_curves(run: RunDirectory) -> None:
-    from ..report.plots import plot_run_curves
-
-    plot_run_curves(run.path)

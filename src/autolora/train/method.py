@@ -1,0 +1,148 @@
+"""What a training method is: one object that owns everything particular to it.
+
+The trainer is the generic loop (epochs, validation, the LR schedule's decisions, resume,
+export, the test evaluation); it asks the method, through the hooks below, what to train, on
+which loss, what to do at the start of an epoch and what the deployed model is. A new method
+is one file with one subclass, plus one line in ``train/methods/__init__.py`` (or a call to
+``register_method`` from your own code); see docs/extending.md.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import Tensor, nn
+
+from ..attacks import BatchNoise
+from ..data import BatchLoader, ImageSet
+from ..distributed import DistContext
+from ..models import ImageClassifier
+from .objectives import LossOutput, Objective
+from .schedule import SCHEDULES, Schedule
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+
+@dataclass(frozen=True)
+class MethodDefaults:
+    """A method's own defaults (a recipe): its LR, its length in epochs and its LR schedule.
+
+    ``lr`` None: chosen by an LR range test on the method's objective (``train/lr_search.py``);
+    ``decides_length``: the schedule stops the run by itself and ``epochs`` is only a cap;
+    ``head_init``: how the new head starts (``train/head_start.py``);
+    ``period_steps``: an epoch repeats the training set until it has this many optimizer steps;
+    ``val_metric``: what the schedule compares on the validation split.
+    """
+
+    lr: float | None
+    epochs: int
+    schedule: str
+    decides_length: bool = False
+    head_init: str = "zero"
+    period_steps: int | None = None
+    val_metric: str = "robust_acc"
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may use besides the model: the training images and how to batch them."""
+
+    train: ImageSet
+    loader: Callable[[ImageSet, int], BatchLoader]  # (images, batch size) -> an unshuffled loader
+    dist: DistContext
+
+
+class Method(ABC):
+    """A robust fine-tuning (or pre-training) method.
+
+    Class attributes describe it (``autolora methods`` prints them); the hooks have defaults
+    that fit a method training every parameter of a plain model on one loss.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    loss_description: ClassVar[str]
+    trains: ClassVar[str] = "everything"
+    defaults: ClassVar[MethodDefaults]
+    pretrain: ClassVar[bool] = False
+    aliases: ClassVar[tuple[str, ...]] = ()
+    columns: ClassVar[tuple[str, ...]] = ()  # the method's own columns in metrics.jsonl
+    recipes: ClassVar[dict[str, MethodDefaults]] = {}  # named alternatives to ``defaults`` ("paper")
+
+    @classmethod
+    def recipe(cls, name: str) -> MethodDefaults:
+        """The defaults of recipe ``name``: "default" is ``defaults``; a method without a recipe of
+        that name has only one way to run, its defaults."""
+        return cls.recipes.get(name, cls.defaults) if name != "default" else cls.defaults
+
+    def __init__(self, config: TrainConfig, noise: BatchNoise | None = None) -> None:
+        self.config = config
+        self.noise = noise
+        self.objective = self.build_objective()
+
+    @abstractmethod
+    def build_objective(self) -> Objective:
+        """The loss of one batch (see ``train/objectives.py``)."""
+
+    def prepare(self, model: ImageClassifier) -> None:
+        """Change the model before training (add branches, freeze parts); runs before the optimizer exists."""
+
+    def setup(self, context: MethodContext) -> None:
+        """Build what the method needs besides the model (e.g. a loader of its own)."""
+
+    def parameters(self, model: ImageClassifier) -> Iterable[nn.Parameter]:
+        """The parameters the optimizer updates."""
+        return (p for p in model.parameters() if p.requires_grad)
+
+    def begin_epoch(self, model: ImageClassifier, epoch: int) -> dict[str, Any]:
+        """Per-epoch work before the epoch's batches; returns the values of ``columns``."""
+        return {}
+
+    def loss(self, net: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
+        return self.objective(net, x, y)
+
+    def train_mode(self, net: nn.Module, model: ImageClassifier) -> None:
+        """Put the (possibly DDP-wrapped) ``net`` in its training mode."""
+        net.train()
+
+    def export(self, model: ImageClassifier) -> ImageClassifier:
+        """The deployed model, in the original architecture (``model`` may be changed in place)."""
+        return model
+
+    def snapshot_files(self, model: ImageClassifier) -> dict[str, tuple[dict[str, Tensor], dict[str, str]]]:
+        """Extra tensor files saved beside a snapshot: file name -> (tensors, metadata)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the method keeps between epochs, for resume."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def build_schedule(self, lr: float, epochs: int) -> Schedule:
+        """The LR schedule over ``epochs`` epochs (of the trainer's, which may hold several passes)."""
+        name = self.config.schedule or self.recipe(self.config.recipe).schedule
+        return SCHEDULES[name](lr, epochs)
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """One row of ``autolora methods``."""
+        d = cls.defaults
+        length = f"≤{d.epochs} epochs (decides its own)" if d.decides_length else f"{d.epochs} epochs"
+        lr = "found by a range test" if d.lr is None else f"{d.lr:g}"
+        return {
+            "method": cls.name,
+            "used by": "pretrain" if cls.pretrain else "finetune",
+            "description": cls.description,
+            "loss": cls.loss_description,
+            "trains": cls.trains,
+            "default schedule": f"{d.schedule}, LR {lr}, {length}"
+            + ("" if d.head_init == "zero" else f", head: {d.head_init}")
+            + ("" if d.period_steps is None else f", epochs of ≥{d.period_steps} steps")
+            + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
+        }

@@ -1,0 +1,161 @@
+"""AutoLoRa (Xu, Zhang and Kankanhalli, ICLR 2024): the method this project is built around.
+
+A low-rank branch beside every conv of the feature extractor (but the stem) learns the natural
+objective; the plain feature extractor learns the adversarial one; the head learns from both.
+The loss weights follow the branch's own clean accuracy, re-measured at the start of every
+epoch; the LR follows the validation robust accuracy (``AutoLRSchedule``). The branch is
+dropped at export. The full specification: docs/method.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...attacks import PGD, BatchNoise, CrossEntropyObjective, RandomStart
+from ...attacks.pgd import evaluating
+from ...data import limit
+from ...lora import branch_config, export, has_branches, inject, lora_parameters, natural_forward, unwrap
+from ...models import ImageClassifier
+from ...runtime import autocast
+from ..method import Method, MethodContext, MethodDefaults
+from ..objectives import LossOutput, kl_batchmean
+from ..run_dir import BRANCH
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
+KL_SCALE = 6.0
+
+
+@dataclass
+class LossWeights:
+    """The AutoLoRa scalars: ``lambda1`` weighs natural CE, ``lambda2`` the KL term."""
+
+    lambda1: float = 1.0
+    lambda2: float = 0.0
+
+    @classmethod
+    def from_accuracy(cls, acc_nat: float) -> LossWeights:
+        """``lambda1 = 1 - acc_nat`` and ``lambda2 = 6 * acc_nat``."""
+        if not 0.0 <= acc_nat <= 1.0:
+            raise ValueError(f"acc_nat must be in [0, 1], got {acc_nat}")
+        return cls(1.0 - acc_nat, KL_SCALE * acc_nat)
+
+
+@dataclass
+class AutoScalars:
+    """The automatic scalars, set from ``acc_nat``: the natural path's clean accuracy (eval mode)
+    on the training data, measured at the start of every epoch. Early on the branch is weak and
+    the loss leans on natural CE; as it learns, weight moves to robustness and distillation."""
+
+    weights: LossWeights
+    acc_nat: float | None = None
+
+    def update(self, acc_nat: float) -> LossWeights:
+        new = LossWeights.from_accuracy(acc_nat)
+        self.acc_nat, self.weights.lambda1, self.weights.lambda2 = acc_nat, new.lambda1, new.lambda2
+        return self.weights
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"acc_nat": self.acc_nat, "lambda1": self.weights.lambda1, "lambda2": self.weights.lambda2}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.acc_nat = state["acc_nat"]
+        self.weights.lambda1 = float(state["lambda1"])
+        self.weights.lambda2 = float(state["lambda2"])
+
+
+def autolora_loss_terms(z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights) -> tuple[Tensor, Tensor]:
+    """The natural term ``l1 CE(z_nat, y)`` and the adversarial ``(1 - l1) CE(z_adv, y) + l2 KL(z_nat || z_adv)``."""
+    l1, l2 = weights.lambda1, weights.lambda2
+    natural = l1 * F.cross_entropy(z_nat.float(), y)
+    adversarial = (1.0 - l1) * F.cross_entropy(z_adv.float(), y) + l2 * kl_batchmean(z_nat, z_adv)
+    return natural, adversarial
+
+
+def autolora_loss(z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights) -> Tensor:
+    """``l1 CE(z_nat, y) + (1 - l1) CE(z_adv, y) + l2 KL(softmax(z_nat) || softmax(z_adv))``."""
+    natural, adversarial = autolora_loss_terms(z_nat, z_adv, y, weights)
+    return natural + adversarial
+
+
+@dataclass
+class AutoLoraObjective:
+    """Natural CE through the branch, adversarial CE through the feature extractor, KL between."""
+
+    attack: PGD
+    weights: LossWeights
+    autocast: torch.dtype | None = None
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
+        x_adv = self.attack(unwrap(model), x, CrossEntropyObjective(y))
+        with autocast(x.device, self.autocast):
+            z_nat = natural_forward(model, x)
+            z_adv = model(x_adv)
+        return LossOutput(autolora_loss(z_nat, z_adv, y, self.weights), z_adv, z_nat)
+
+
+class AutoLoRa(Method):
+    name = "autolora"
+    description = "AutoLoRa: a low-rank branch learns the natural objective; automatic scalars and LR"
+    loss_description = "λ1·CE(f_nat(x)) + (1-λ1)·CE(f(x_adv)) + λ2·KL(f_nat(x) ‖ f(x_adv)), λ from acc_nat"
+    trains = "extractor + head on the adversarial path, branch + head on the natural path"
+    defaults = MethodDefaults(
+        lr=None, epochs=40, schedule="auto", decides_length=True, head_init="linear", period_steps=20,
+        val_metric="robust_loss",
+    )  # see docs/method.md, "Departures for few labels", for why each differs from the paper
+    recipes = {"paper": MethodDefaults(lr=0.1, epochs=60, schedule="auto", decides_length=True)}
+    columns = ("lambda1", "lambda2", "nat_branch_acc")
+
+    def __init__(self, config: TrainConfig, noise: BatchNoise | None = None) -> None:
+        self.weights = LossWeights()
+        self.scalars = AutoScalars(self.weights)
+        super().__init__(config, noise)
+
+    def build_objective(self) -> AutoLoraObjective:
+        cfg = self.config
+        attack = cfg.attack(RandomStart.NORMAL, autocast=cfg.autocast_dtype, noise=self.noise)
+        return AutoLoraObjective(attack, self.weights, cfg.autocast_dtype)
+
+    def prepare(self, model: ImageClassifier) -> None:
+        if not has_branches(model):
+            inject(model, rank=self.config.rank)
+
+    def setup(self, context: MethodContext) -> None:
+        cfg = self.config
+        subset = limit(context.train, cfg.scalar_samples, cfg.seed, "scalar-samples")
+        self.scalar_loader = context.loader(subset, 2 * cfg.batch_size)
+        self.dist = context.dist
+
+    def begin_epoch(self, model: ImageClassifier, epoch: int) -> dict[str, Any]:
+        acc_nat = self._natural_accuracy(model)
+        self.scalars.update(acc_nat)
+        return {"lambda1": self.weights.lambda1, "lambda2": self.weights.lambda2, "nat_branch_acc": acc_nat}
+
+    def _natural_accuracy(self, model: ImageClassifier) -> float:
+        correct = total = 0
+        with evaluating(model), torch.no_grad():
+            for x, y in self.scalar_loader.batches():
+                correct += int((natural_forward(model, x).argmax(1) == y).sum())
+                total += len(y)
+        correct, total = self.dist.all_sum(correct, total)
+        return correct / max(total, 1)
+
+    def export(self, model: ImageClassifier) -> ImageClassifier:
+        return export(model, inplace=True)
+
+    def snapshot_files(self, model: ImageClassifier) -> dict[str, tuple[dict[str, Tensor], dict[str, str]]]:
+        names = {id(p): n for n, p in model.named_parameters()}
+        tensors = {names[id(p)]: p for p in lora_parameters(model)}
+        return {BRANCH: (tensors, branch_config(model).to_metadata())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scalars": self.scalars.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scalars.load_state_dict(state["scalars"])

@@ -1,0 +1,38 @@
+"""TRADES (Zhang et al., ICML 2019): vanilla robust fine-tuning, and TRADES pre-training.
+
+The AutoLoRa paper's "vanilla RFT" and the RobustSSL benchmark's "AFF" are both this loss on
+every parameter: ``CE(f(x), y) + beta KL(f(x) || f(x_adv))``, x_adv maximising the KL.
+"""
+
+from __future__ import annotations
+
+from ...attacks import RandomStart
+from ..method import Method, MethodDefaults
+from ..objectives import TradesObjective
+
+TRADES_LOSS = "CE(f(x)) + β·KL(f(x) ‖ f(x_adv)), β = 6, x_adv maximising the KL"
+
+
+class Trades(Method):
+    """Shared by fine-tuning and pre-training: the TRADES objective on every parameter."""
+
+    loss_description = TRADES_LOSS
+
+    def build_objective(self) -> TradesObjective:
+        cfg = self.config
+        attack = cfg.attack(RandomStart.NORMAL, autocast=cfg.autocast_dtype, noise=self.noise)
+        return TradesObjective(attack, cfg.beta, cfg.autocast_dtype)
+
+
+class VanillaRFT(Trades):
+    name = "vanilla"
+    aliases = ("aff",)
+    description = "vanilla robust fine-tuning (the paper's vanilla RFT and AFF): TRADES, step decay"
+    defaults = MethodDefaults(lr=0.01, epochs=30, schedule="step")
+
+
+class TradesPretrain(Trades):
+    name = "trades"
+    description = "TRADES adversarial training from scratch (Zhang et al. 2019)"
+    defaults = MethodDefaults(lr=0.1, epochs=10, schedule="cosine")
+    pretrain = True

@@ -1,0 +1,334 @@
+"""Methods as strategies: the registry, a method added from outside, TWINS, RoLI, one threat model."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autolora import api
+from autolora.attacks import PGD, BatchNoise, LinfBall, RandomStart, Threat
+from autolora.data import BatchLoader, DataConfig
+from autolora.errors import ConfigError
+from autolora.eval import EvalConfig
+from autolora.lora import branch_config, export, inject, load_branch, natural_forward
+from autolora.models import save_run_model
+from autolora.train import METHODS, TrainConfig, get_method, register_method, robust_linear_probe
+from autolora.train.method import MethodDefaults
+from autolora.train.methods.pgd_at import PgdAt
+from autolora.train.methods.twins import TwinBatchNorm, add_twins, remove_twins, split_batches
+
+from .helpers import random_images
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "autolora"
+# Each top-level part of the package may import only parts of a lower or equal rank.
+LAYERS = {
+    "errors": 0, "fileio": 0, "inputs": 0, "runtime": 0, "registry": 0, "__init__": 0, "__main__": 9,
+    "attacks": 1, "data": 1, "lora": 1, "distributed": 2, "models": 2, "checkpoints": 2,
+    "eval": 3, "train": 4, "report": 5, "diagnose": 6, "api": 7, "demo": 8, "cli": 9,
+}  # fmt: skip
+
+
+def _imports(path: Path) -> list[str]:
+    """The autolora modules a file imports, as dotted names relative to the package."""
+    parts = path.relative_to(SRC).with_suffix("").parts
+    package = ".".join(parts[:-1])  # what relative imports start from (for __init__.py: its own package)
+    tree = ast.parse(path.read_text())
+    for block in ast.walk(tree):  # imports for type checkers only are not run: drop them
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING":
+            block.body = []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            names = package.split(".") if package else []
+            base = names[: len(names) - node.level + 1]
+            if node.module:
+                found.append(".".join([*base, node.module]))
+            else:
+                found += [".".join([*base, a.name]) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autolora"):
+            found.append(node.module.removeprefix("autolora").lstrip("."))
+    return [f for f in found if f]
+
+
+def test_no_layer_imports_from_a_higher_one():
+    wrong = []
+    for path in SRC.rglob("*.py"):
+        top = path.relative_to(SRC).parts[0].removesuffix(".py")
+        for target in _imports(path):
+            if LAYERS.get(target.split(".")[0], 0) > LAYERS[top]:  # a name from the root package: rank 0
+                wrong.append(f"{path.relative_to(SRC)} imports {target}")
+    assert not wrong, wrong
+
+
+def test_no_import_cycles_inside_train():
+    graph: dict[str, set[str]] = {}
+    for path in (SRC / "train").rglob("*.py"):
+        name = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = {t for t in _imports(path) if t.startswith("train")}
+
+    def reach(start: str, node: str, seen: set[str]) -> bool:
+        for nxt in graph.get(node, ()):
+            matches = [n for n in graph if nxt == n or nxt.startswith(n + ".")]
+            for n in sorted(matches, key=len)[-1:]:  # the module itself, or the package it is named from
+                if n == start:
+                    return True
+                if n not in seen:
+                    seen.add(n)
+                    if reach(start, n, seen):
+                        return True
+        return False
+
+    cycles = [n for n in graph if reach(n, n, set())]
+    assert not cycles, cycles
+
+
+def test_every_method_describes_its_loss_parameters_and_schedule(cli):
+    text = cli("methods").output
+    for name, method in METHODS.items():
+        assert name in text and method.loss_description.split(" ")[0] in text
+    for word in ("loss:", "trains:", "default schedule:", "aff", "twins", "roli", "pgd-at-ft"):
+        assert word in text
+
+
+def test_aliases_resolve_to_the_method_the_paper_means():
+    assert get_method("aff") is get_method("vanilla")
+    assert TrainConfig(method="aff").method == "vanilla"
+    with pytest.raises(ConfigError, match="method='sgd' is invalid"):
+        TrainConfig(method="sgd")
+
+
+def test_method_defaults_fill_the_config():
+    autolora = TrainConfig(method="autolora")
+    assert (autolora.lr, autolora.epochs, autolora.head_init) == (None, 40, "linear")  # lr: found by a range test
+    roli = TrainConfig(method="roli")
+    assert (roli.lr, roli.epochs, roli.head_init) == (0.01, 30, "robust-linear")
+    assert TrainConfig(method="vanilla", head_init="robust-linear").head_init == "robust-linear"
+
+
+# ----------------------------------------------------------------- one threat model
+
+
+def test_a_run_is_evaluated_under_its_own_threat_model():
+    threat = Threat(0.1, "L2")
+    config = TrainConfig(method="vanilla", threat=threat)
+    assert config.evaluation.threat == threat
+    assert config.attack(RandomStart.UNIFORM).threat == threat.ball()
+    with pytest.raises(ConfigError, match="evaluation.threat"):
+        TrainConfig(method="vanilla", threat=threat, evaluation=EvalConfig(threat=Threat(8 / 255)))
+    with pytest.raises(ConfigError, match="threat model"):
+        EvalConfig().pgd()  # a standalone evaluation must say its budget
+
+
+def test_the_summary_budget_is_the_evaluated_budget(tmp_path, tiny_model):
+    source = tmp_path / "source"
+    save_run_model(source, tiny_model, "resnet8")
+    data = DataConfig("digits", classes="0-3", limit_train=120, limit_test=24)
+    config = TrainConfig(method="vanilla", epochs=1, batch_size=32, threat=Threat(0.5, "L2"), attack_steps=1,
+                         evaluation=EvalConfig(pgd_steps=2))  # fmt: skip
+    summary = api.finetune(source, data, config, tmp_path / "run", device="cpu")
+    evaluation = summary["evaluation"]
+    assert (summary["norm"], summary["eps"]) == ("L2", 0.5)
+    assert (evaluation["norm"], evaluation["eps"]) == ("L2", 0.5)
+    record = json.loads((tmp_path / "run" / "config.json").read_text())["training"]
+    assert record["threat"] == {"norm": "L2", "eps": 0.5, "relative_step": 0.25}
+    assert record["evaluation"]["threat"] == record["threat"]
+
+
+# ----------------------------------------------------------------- a method added from outside
+
+
+class CleanHalfAdversarial(PgdAt):
+    """A toy method: PGD-AT's loss, a constant LR, and a column of its own."""
+
+    name = "toy-constant"
+    description = "a toy: PGD-AT at a constant LR"
+    defaults = MethodDefaults(lr=0.02, epochs=1, schedule="cosine")
+    columns = ("toy_epoch_seen",)
+
+    def begin_epoch(self, model, epoch):
+        return {"toy_epoch_seen": epoch}
+
+
+def test_a_method_registered_from_outside_trains_through_the_public_api(tmp_path, tiny_model):
+    if "toy-constant" not in METHODS:
+        register_method(CleanHalfAdversarial)
+    with pytest.raises(ValueError, match="already registered"):
+        register_method(CleanHalfAdversarial)
+    source = tmp_path / "source"
+    save_run_model(source, tiny_model, "resnet8")
+    data = DataConfig("digits", classes="0-3", limit_train=120, limit_test=24)
+    config = TrainConfig(method="toy-constant", batch_size=32, threat=Threat(0.1), attack_steps=1)
+    summary = api.finetune(source, data, config, tmp_path / "toy", device="cpu")
+    rows = [json.loads(line) for line in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["toy_epoch_seen"] for r in rows] == [1] and rows[0]["lr"] == 0.02
+    assert summary["method"] == "toy-constant" and summary["epochs"] == 1
+
+
+# ----------------------------------------------------------------- TWINS
+
+
+def test_twins_wings_frozen_statistics_and_export(tiny_model):
+    plain = copy.deepcopy(tiny_model)
+    model = copy.deepcopy(tiny_model)
+    twins = add_twins(model.features)
+    assert twins and all(isinstance(t, TwinBatchNorm) for t in twins)
+    x = torch.rand(8, 1, 28, 28)
+    model.eval(), plain.eval()
+    assert torch.allclose(model(x), plain(x))  # outside split_batches it is the plain model
+    frozen_before = [t.frozen.running_mean.clone() for t in twins]
+    adaptive_before = [t.adaptive.running_mean.clone() for t in twins]
+    model.train()
+    with split_batches(model):
+        logits = model(x)
+        # the frozen half sees the pre-trained statistics: exactly the plain model in eval mode
+        assert torch.allclose(logits[:4], plain(x[:4]), atol=1e-5)
+    F.cross_entropy(logits, torch.arange(8) % 10).backward()
+    assert all(torch.equal(b, t.frozen.running_mean) for b, t in zip(frozen_before, twins, strict=True))
+    assert any(not torch.equal(b, t.adaptive.running_mean) for b, t in zip(adaptive_before, twins, strict=True))
+    assert twins[0].frozen.weight.grad is not None and twins[0].adaptive.weight.grad is not None
+    exported = remove_twins(model)
+    plain.load_state_dict(exported.state_dict())  # strict: the original keys, no frozen wing
+
+
+# ----------------------------------------------------------------- RoLI's head start
+
+
+def test_robust_linear_probe_trains_the_head_alone(tiny_model):
+    model = copy.deepcopy(tiny_model)
+    model.reset_classifier(4, zero_init=True)
+    features_before = {k: v.clone() for k, v in model.features.state_dict().items()}
+    images = random_images(64, classes=4)
+    loader = BatchLoader(images, model.spec, 32, torch.device("cpu"), shuffle=True)
+    attack = PGD(LinfBall(0.05), steps=1, random_start=RandomStart.UNIFORM)
+    from autolora.train import ProbeSettings
+
+    record = robust_linear_probe(model, loader, attack, BatchNoise(0), ProbeSettings(epochs=1, min_steps=6))
+    assert record["steps"] == 6 and record["head_init"] == "robust-linear"
+    assert model.head.weight.abs().sum() > 0  # the head learned
+    for key, value in model.features.state_dict().items():
+        assert torch.equal(value, features_before[key]), key  # weights and BatchNorm statistics untouched
+
+
+# ----------------------------------------------------------------- the branch and its config
+
+
+def test_a_branch_reloads_with_its_own_rank_and_alpha(tiny_model):
+    model = inject(copy.deepcopy(tiny_model), rank=4, alpha=4.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_B"):
+                p.normal_()
+    config = branch_config(model)
+    assert (config.rank, config.alpha) == (4, 4.0) and len(config.layers) > 3
+    tensors = {n: p.detach().clone() for n, p in model.named_parameters() if ".lora_" in n}
+    x = torch.rand(4, 1, 28, 28)
+    model.eval()
+    expected = natural_forward(model, x)
+    reloaded = load_branch(export(model), tensors, type(config).from_metadata(config.to_metadata())).eval()
+    assert torch.allclose(natural_forward(reloaded, x), expected, atol=1e-5)
+    guessed = load_branch(export(model), tensors).eval()  # an old file: rank inferred, alpha 1
+    assert branch_config(guessed).rank == 4 and not torch.allclose(natural_forward(guessed, x), expected)
+
+
+def test_a_second_inject_says_the_model_is_already_branched(tiny_model):
+    model = inject(copy.deepcopy(tiny_model))
+    with pytest.raises(ValueError, match="already has low-rank branches"):
+        inject(model)
+
+
+def test_l2_runs_pretrain_finetune_and_evaluate_end_to_end(cli, tmp_path):
+    pre, fine = tmp_path / "pre", tmp_path / "fine"
+    common = ["--eps", "0.5", "--norm", "L2", "--attack-steps", "1", "--device", "cpu", "--batch-size", "32"]
+    result = cli("pretrain", "--dataset", "digits", "--model", "resnet8", "--epochs", "1", "--limit-train", "160",
+                 "--limit-test", "24", "--out", pre, *common)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = cli("finetune", "--checkpoint", pre, "--dataset", "digits", "--classes", "0-4", "--limit-train", "120",
+                 "--limit-test", "24", "--epochs", "1", "--out", fine, *common)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((fine / "summary.json").read_text())
+    assert (summary["norm"], summary["eps"]) == ("L2", 0.5)
+    report = tmp_path / "e.json"
+    result = cli("evaluate", "--checkpoint", fine, "--dataset", "digits", "--classes", "0-4", "--limit-test", "24",
+                 "--eps", "0.5", "--norm", "L2", "--attacks", "clean,pgd,autoattack", "--autoattack-version", "fast",
+                 "--pgd-steps", "2", "--json", report)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["norm"] == "L2" and data["autoattack"]["norm"] == "L2"
+    assert data["autoattack_acc"] <= data["pgd_acc"] <= data["clean_acc"]
+
+
+def test_diagnose_runs_under_the_l2_threat_model(tiny_model):
+    from autolora.diagnose import DiagnoseConfig, diagnose
+
+    config = DiagnoseConfig(Threat(0.5, "L2"), batches=1, batch_size=16, attack_steps=1)
+    result = diagnose(tiny_model, random_images(16, classes=10), config, torch.device("cpu"))
+    assert result["config"]["threat"]["norm"] == "L2" and -1 <= result["autolora"]["overall_cosine"] <= 1
+
+
+
+def test_an_epoch_repeats_the_data_to_reach_its_period_in_optimizer_steps(tmp_path, tiny_model):
+    source = tmp_path / "source"
+    save_run_model(source, tiny_model, "resnet8")
+    data = DataConfig("digits", classes="0-3", limit_train=120, limit_test=24)
+    config = TrainConfig(method="vanilla", epochs=8, batch_size=32, threat=Threat(0.1), attack_steps=1,
+                         period_steps=10, val_metric="robust_loss", evaluation=EvalConfig(pgd_steps=1))  # fmt: skip
+    summary = api.finetune(source, data, config, tmp_path / "run", device="cpu")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    per_pass = summary["data"]["train"] // 32 + (summary["data"]["train"] % 32 > 1)
+    passes = -(-10 // per_pass)  # whole passes, at least 10 steps
+    periods = -(-8 // passes)  # --epochs counts passes over the data
+    assert [r["steps"] for r in rows] == [passes * per_pass * (i + 1) for i in range(periods)] and periods >= 2
+    assert summary["optimizer_steps"] == periods * passes * per_pass and summary["attack_passes"] >= 8 * per_pass
+    assert all(r["val_robust_loss"] > 0 for r in rows)
+
+
+# ----------------------------------------------------------------- the default recipe's parts
+
+
+def test_the_range_test_chooses_a_tenth_of_the_best_rate():
+    from autolora.train.lr_search import RangeTest, lr_range_test
+
+    # a loss that falls while lr < 0.2 and blows up beyond: the best rate is about 0.2
+    result = lr_range_test(lambda lr: 1.0 - lr if lr < 0.2 else 10 * lr, RangeTest(steps=40))
+    assert 0.01 <= result.lr <= 0.03 and len(result.lrs) < 40  # stopped once the loss blew up
+    assert lr_range_test(lambda lr: float("nan")).lr == RangeTest().lr_min
+
+
+def test_the_lr_search_restores_the_model_and_sets_the_schedule(tmp_path, tiny_model):
+    from autolora.data import prepare_data
+    from autolora.train import Trainer
+    from autolora.train.run_dir import RunDirectory
+
+    data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=20))
+    tiny_model.reset_classifier(5)
+    config = TrainConfig(method="autolora", batch_size=50, threat=Threat(0.1), attack_steps=1)
+    assert config.lr is None and config.head_init == "linear" and config.period_steps == 20
+    run = RunDirectory(tmp_path / "run")
+    run.open()
+    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    trainer._start_head()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer.model.head.weight.abs().sum() > 0  # the linear probe fitted a head
+    trainer._search_lr()
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
+    chosen = trainer.lr_search["lr"]
+    assert trainer.schedule.lr == chosen == trainer.optimizer.param_groups[0]["lr"]
+    assert len(trainer.lr_search["sweep"]) >= 2 and not trainer.optimizer.state  # momentum from the test is gone
+
+
+def test_the_paper_recipe_is_the_papers_algorithm():
+    paper = TrainConfig(method="autolora", recipe="paper")
+    assert (paper.lr, paper.epochs, paper.head_init, paper.period_steps, paper.val_metric) == (
+        0.1, 60, "zero", None, "robust_acc")  # fmt: skip
+    from dataclasses import replace
+
+    vanilla = TrainConfig(method="vanilla", recipe="paper")
+    assert replace(vanilla, recipe="default") == TrainConfig(method="vanilla")  # it has one way to run
+    with pytest.raises(ConfigError, match="recipe='best'"):
+        TrainConfig(method="autolora", recipe="best")
