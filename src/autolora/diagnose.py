@@ -92,8 +92,9 @@ def _autolora(model: nn.Module, x: Tensor, y: Tensor, layers: list[str], config:
     x_adv = config.attack(RandomStart.NORMAL)(model, x, CrossEntropyObjective(y))
     z_adv = model(x_adv)
     # the natural term's gradient is taken with respect to the natural path's weights W + dW
-    natural_loss, _ = autolora_loss_terms(merged(x), z_adv.detach(), y, LossWeights(1.0, 0.0))
-    _, adversarial_loss = autolora_loss_terms(z_nat, z_adv, y, weights)
+    natural_loss, _, _ = autolora_loss_terms(merged(x), z_adv.detach(), y, LossWeights(1.0, 0.0))
+    _, adversarial_ce, distillation = autolora_loss_terms(z_nat, z_adv, y, weights)
+    adversarial_loss = adversarial_ce + distillation
     return _grads(natural_loss, _weights(merged, layers)), _grads(adversarial_loss, _weights(model, layers))
 
 

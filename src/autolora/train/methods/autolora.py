@@ -70,18 +70,21 @@ class AutoScalars:
         self.weights.lambda2 = float(state["lambda2"])
 
 
-def autolora_loss_terms(z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights) -> tuple[Tensor, Tensor]:
-    """The natural term ``l1 CE(z_nat, y)`` and the adversarial ``(1 - l1) CE(z_adv, y) + l2 KL(z_nat || z_adv)``."""
+def autolora_loss_terms(
+    z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The loss's three terms: ``l1 CE(z_nat, y)``, ``(1 - l1) CE(z_adv, y)`` and ``l2 KL(z_nat || z_adv)``.
+
+    The first is the natural objective; the other two are the adversarial one."""
     l1, l2 = weights.lambda1, weights.lambda2
     natural = l1 * F.cross_entropy(z_nat.float(), y)
-    adversarial = (1.0 - l1) * F.cross_entropy(z_adv.float(), y) + l2 * kl_batchmean(z_nat, z_adv)
-    return natural, adversarial
+    return natural, (1.0 - l1) * F.cross_entropy(z_adv.float(), y), l2 * kl_batchmean(z_nat, z_adv)
 
 
 def autolora_loss(z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights) -> Tensor:
     """``l1 CE(z_nat, y) + (1 - l1) CE(z_adv, y) + l2 KL(softmax(z_nat) || softmax(z_adv))``."""
-    natural, adversarial = autolora_loss_terms(z_nat, z_adv, y, weights)
-    return natural + adversarial
+    natural, adversarial, distillation = autolora_loss_terms(z_nat, z_adv, y, weights)
+    return natural + adversarial + distillation
 
 
 @dataclass
