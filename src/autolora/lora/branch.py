@@ -74,22 +74,23 @@ def _branch_targets(model: nn.Module, head: str, include_linear: bool) -> list[s
 
 
 def inject(
-    model: nn.Module, rank: int = 8, *, alpha: float = 1.0, include_linear: bool = False, head: str | None = None
+    model: nn.Module, rank: int = 8, *, alpha: float = 1.0, include_linear: bool = True, head: str | None = None
 ) -> nn.Module:
-    """Add a low-rank branch, in place, to every conv layer of the feature extractor.
+    """Add a low-rank branch, in place, to every conv and linear layer of the feature extractor.
 
-    The stem (the first ``nn.Conv2d``) and the classification head get none;
-    ``include_linear`` adds branches to ``nn.Linear`` layers too (for transformers).
-    Branch parameters are named ``...lora_A`` / ``...lora_B``. Returns ``model``.
+    The stem (the first ``nn.Conv2d``: a ResNet's or ConvNeXt's stem, a ViT's or Swin's patch
+    embedding) and the classification head get none. So a ResNet gets branches on every conv
+    after the stem, a ConvNeXt on its depthwise, pointwise and downsampling layers, a ViT or Swin
+    on every attention (``qkv``, ``proj``) and MLP (``fc1``, ``fc2``) linear layer (docs/models.md).
+    ``include_linear=False`` keeps to convolutions. Branch parameters are named ``...lora_A`` /
+    ``...lora_B``. Returns ``model``.
     """
     head = head or getattr(model, HEAD_ATTRIBUTE, None) or find_head(model)
     model.get_submodule(head)  # fails loudly for a wrong name
     targets = _branch_targets(model, head, include_linear)
     if not targets:
-        raise ValueError(
-            "no layer to branch: the model has no nn.Conv2d after the stem"
-            + ("" if include_linear else " (pass include_linear=True for nn.Linear layers)")
-        )
+        kinds = "nn.Conv2d or nn.Linear" if include_linear else "nn.Conv2d"
+        raise ValueError(f"no layer to branch: the feature extractor has no {kinds} besides the stem")
     for name in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
