@@ -40,7 +40,8 @@ class ZooModel:
         if len(parts) != 3 or not all(parts) or parts[0] not in DATASETS or parts[1] not in THREATS:
             raise CheckpointError(
                 f"{source!r} is not a RobustBench entry; write robustbench:DATASET/THREAT/NAME with DATASET in "
-                f"{', '.join(DATASETS)} and THREAT in {', '.join(THREATS)}, e.g. robustbench:imagenet/Linf/Salman2020Do_R50"
+                f"{', '.join(DATASETS)} and THREAT in {', '.join(THREATS)} "
+                "(e.g. robustbench:imagenet/Linf/Salman2020Do_R50)"
             )
         return cls(*parts)
 

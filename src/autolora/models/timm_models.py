@@ -78,9 +78,8 @@ def create_timm_classifier(architecture: str, num_classes: int, spec: InputSpec)
     model = _timm().create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     classifier = model.get_classifier()
     if not isinstance(classifier, nn.Linear):
-        raise ConfigError(
-            "model", architecture, f"its classifier is a {type(classifier).__name__}; only nn.Linear heads are supported"
-        )
+        kind = type(classifier).__name__
+        raise ConfigError("model", architecture, f"its classifier is a {kind}; only nn.Linear heads are supported")
     wrapped = ImageClassifier(model, classifier.in_features, num_classes, spec)
     wrapped.head.load_state_dict(classifier.state_dict())
     model.reset_classifier(0)
