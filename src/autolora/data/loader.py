@@ -185,15 +185,18 @@ def draw_crops(generator: torch.Generator, size: int, global_size: int, part: sl
     return Crops(pad, dy, dx, flip)
 
 
-def crop_one(x: Tensor, pad: int, dy: int, dx: int, flip: bool) -> Tensor:
-    """One C x H x W image, zero-padded by ``pad``, cropped back to H x W at ``(dy, dx)`` and maybe flipped."""
-    _, h, w = x.shape
-    crop = F.pad(x, (pad, pad, pad, pad))[:, dy : dy + h, dx : dx + w]
-    return crop.flip(-1) if flip else crop
-
-
 def apply_crops(x: Tensor, crops: Crops) -> Tensor:
-    return torch.stack([crop_one(image, *crops.key(i)) for i, image in enumerate(x)])
+    """Each image of ``x`` zero-padded by ``crops.pad``, cropped back to its size at its offset, maybe flipped."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (crops.pad,) * 4)
+    cropped = torch.stack([padded[i, :, crops.dy[i] : crops.dy[i] + h, crops.dx[i] : crops.dx[i] + w] for i in range(n)])
+    flip = torch.tensor(crops.flip, device=x.device).view(-1, 1, 1, 1)
+    return torch.where(flip, cropped.flip(-1), cropped)
+
+
+def crop_one(x: Tensor, pad: int, dy: int, dx: int, flip: bool) -> Tensor:
+    """``apply_crops`` for one C x H x W image (in a DataLoader worker)."""
+    return apply_crops(x.unsqueeze(0), Crops(pad, [dy], [dx], [flip]))[0]
 
 
 def augment_batch(

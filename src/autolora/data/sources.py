@@ -289,7 +289,7 @@ def load_file_set(spec: FileSet, options: SourceOptions) -> DataSplits:
         test = _file_set_part(spec, spec.test, options)
     else:
         train, test = _fixed_split(train)
-    return DataSplits(spec.name, as_image_set(train, options.stream), as_image_set(test, options.stream), True)
+    return DataSplits(spec.name, as_image_set(train, options.stream), as_image_set(test, options.stream), augment=True)
 
 
 def _fixed_split(files: ImageFiles, test_fraction: float = 0.2) -> tuple[ImageFiles, ImageFiles]:
@@ -317,7 +317,8 @@ def load_image_folder(path: Path, options: SourceOptions) -> DataSplits:
             raise DataError(f"image folder {path} has no {part}/ subfolder; expected {path}/{part}/<class>/<images>")
     train = _folder_files(path / "train", options.image_size or 64, None)
     test = _folder_files(path / "test", train.size, train)
-    return DataSplits(f"imagefolder:{path}", as_image_set(train, options.stream), as_image_set(test, options.stream), True)
+    train_set, test_set = as_image_set(train, options.stream), as_image_set(test, options.stream)
+    return DataSplits(f"imagefolder:{path}", train_set, test_set, augment=True)
 
 
 def _folder_files(folder: Path, size: int, train: ImageFiles | None) -> ImageFiles:
