@@ -131,6 +131,7 @@ def finetune(
     *,
     architecture: str | None = None,
     overrides: InputOverrides = InputOverrides(),
+    model_dir: Path | None = None,
     device: str = "auto",
     resume: bool = False,
     overwrite: bool = False,
@@ -143,7 +144,9 @@ def finetune(
     (zero-initialised) with the downstream class count; the data are adapted to the spec.
     """
     resolve_device(device)  # refuse a missing GPU before loading anything
-    model, source, load_report = load_classifier(checkpoint, architecture=architecture, overrides=overrides)
+    model, source, load_report = load_classifier(
+        checkpoint, architecture=architecture, overrides=overrides, model_dir=model_dir
+    )
     data = prepare_data(data_config, image_size=model.spec.size)
     model.reset_classifier(data.num_classes, zero_init=True)
     record = {

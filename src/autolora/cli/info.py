@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
 from rich.table import Table
 
-from ..data import list_datasets
+from ..data import SourceOptions, is_present, list_datasets
 from ..models import list_models
 from ..train import METHODS
 from .app import command
-from .options import Debug
+from .options import DataDir, Debug
 from .reporter import out
 
+TimmPattern = Annotated[
+    str | None, typer.Option("--timm", help="List timm's models matching a pattern instead, e.g. '*vit_tiny*'.")
+]
 
-@command("models", "autolora models")
-def models(debug: Debug = False) -> None:
-    """List the registered model architectures."""
+
+@command("models", "autolora models --timm 'convnext_*'")
+def models(timm: TimmPattern = None, debug: Debug = False) -> None:
+    """List the registered model architectures (or, with --timm, timm's models for timm:NAME)."""
+    if timm is not None:
+        import timm as timm_library
+
+        names = timm_library.list_models(timm)
+        out.print("\n".join(f"timm:{name}" for name in names) or f"no timm model matches {timm!r}")
+        return
     table = Table("model", "description")
     for entry in list_models():
         table.add_row(entry.name, entry.description)
+    table.add_row("timm:NAME", "any timm classification model, e.g. timm:vit_base_patch16_224 (list: --timm PATTERN)")
     out.print(table)
 
 
-@command("datasets", "autolora datasets")
-def datasets(debug: Debug = False) -> None:
-    """List the named data sets (plus imagefolder:PATH for your own)."""
-    table = Table("dataset", "description")
+@command("datasets", "autolora datasets --data-dir /data")
+def datasets(data_dir: DataDir = None, debug: Debug = False) -> None:
+    """List the named data sets, whether each is here (under --data-dir), plus imagefolder:PATH for your own."""
+    options = SourceOptions(data_dir)
+    table = Table("dataset", "local", "description")
     for entry in list_datasets():
-        table.add_row(entry.name, entry.description)
-    table.add_row("imagefolder:PATH", "your images: PATH/train/<class>/* and PATH/test/<class>/*")
+        table.add_row(entry.name, "yes" if is_present(entry.name, options) else "no", entry.description)
+    table.add_row("imagefolder:PATH", "", "your images: PATH/train/<class>/* and PATH/test/<class>/* (README)")
     out.print(table)
 
 

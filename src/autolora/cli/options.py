@@ -59,10 +59,19 @@ Eps = Annotated[str, typer.Option(help="Attack budget for images in [0, 1]: a fl
 Norm = Annotated[str, typer.Option(help="Threat model: Linf or L2.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
 Checkpoint = Annotated[
-    Path, typer.Option(help="A run directory, or a weights file (.safetensors, .pt/.pth loaded with weights_only).")
+    Path,
+    typer.Option(
+        help="A run directory, a weights file (.safetensors, .pt/.pth loaded with weights_only), a timm hub "
+        "snapshot directory, or robustbench:DATASET/THREAT/NAME."
+    ),
 ]
 ModelName = Annotated[
-    str | None, typer.Option("--model", help="Registry architecture; checked against (or needed by) the checkpoint.")
+    str | None,
+    typer.Option("--model", help="Registry architecture or timm:NAME; checked against (or needed by) the checkpoint."),
+]
+ModelDir = Annotated[
+    Path | None,
+    typer.Option(help="RobustBench model directory (default: $AUTOLORA_MODEL_DIR or ~/.cache/autolora/models)."),
 ]
 InputSize = Annotated[int | None, typer.Option(help="Override the checkpoint's input size in pixels.")]
 Mean = Annotated[str | None, typer.Option(help="Override the input normalisation mean, e.g. 0.485,0.456,0.406.")]

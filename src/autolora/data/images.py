@@ -42,6 +42,9 @@ class ImageSet:
     def subset(self, index: Tensor) -> ImageSet:
         return ImageSet(self.pixels[index], self.labels[index], list(self.classes))
 
+    def relabeled(self, labels: Tensor, classes: list[str]) -> ImageSet:
+        return ImageSet(self.pixels, labels, classes)
+
     def floats(self, index: Tensor | slice | None = None) -> Tensor:
         """Images as float32 in [0, 1]."""
         pixels = self.pixels if index is None else self.pixels[index]

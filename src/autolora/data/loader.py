@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from ..inputs import InputSpec
 from .adapt import InputAdapter
+from .files import ImageFiles
 from .images import ImageSet
 
 # Data sets whose adapted float copy is at most this large are adapted once and kept
@@ -39,6 +41,19 @@ class BatchInfo:
     part: slice
 
 
+@dataclass(frozen=True)
+class Crops:
+    """One batch part's augmentation: zero padding ``pad``, crop offsets and horizontal flips."""
+
+    pad: int
+    dy: list[int]
+    dx: list[int]
+    flip: list[bool]
+
+    def key(self, i: int) -> tuple[int, int, int, bool]:
+        return self.pad, self.dy[i], self.dx[i], self.flip[i]
+
+
 class BatchLoader:
     """Yields ``(images, labels)`` on ``device``: float images in [0, 1] fitted to ``spec``.
 
@@ -47,11 +62,13 @@ class BatchLoader:
     a resumed run sees exactly the batches an uninterrupted one would. Under a ``Shard``
     every process takes a contiguous slice of the same global batch, augmented exactly as a
     single process would augment it. A last batch smaller than ``min_batch`` is skipped.
+    Images still on disk (``ImageFiles``) are decoded, fitted and augmented in DataLoader
+    workers, into the same batches an in-memory copy of them would give.
     """
 
     def __init__(
         self,
-        images: ImageSet,
+        images: ImageSet | ImageFiles,
         spec: InputSpec,
         batch_size: int,
         device: torch.device,
@@ -74,9 +91,13 @@ class BatchLoader:
         self.labels = images.labels.to(device)
         self._cached = self._cache()
 
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.images, ImageFiles)
+
     def _cache(self) -> Tensor | None:
         spec = self.adapter.target
-        if len(self.images) * spec.channels * spec.size**2 * 4 > CACHE_BYTES:
+        if self.streaming or len(self.images) * spec.channels * spec.size**2 * 4 > CACHE_BYTES:
             return None
         chunks = [
             self.adapter(self.images.floats(slice(i, i + 1024)).to(self.device))
@@ -95,18 +116,41 @@ class BatchLoader:
 
     def parts(self, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor, BatchInfo]]:
         """This process's part of each batch of one epoch, in a deterministic order for ``(seed, epoch)``."""
+        plan = self._plan(epoch)
+        pixels = self._stream(plan) if self.streaming else (self._in_memory(index, crops) for _, index, crops in plan)
+        for (info, index, _), x in zip(plan, pixels, strict=True):
+            yield x, self.labels[index.to(self.labels.device)], info
+
+    def _plan(self, epoch: int) -> list[tuple[BatchInfo, Tensor, Crops | None]]:
+        """Every batch of the epoch: where it sits, this process's indices and its augmentation."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.images)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        plan = []
         for number, start in enumerate(range(0, n, self.batch_size)):
             batch = order[start : start + self.batch_size]
             if len(batch) < self.min_batch:
                 break  # a last batch too small to train on (see min_batch)
             part = self.shard.part(len(batch))
-            x = self.fetch(batch[part])
-            if self.augment:
-                x = augment_batch(x, generator, len(batch), part)
-            yield x, self.labels[batch[part].to(self.labels.device)], BatchInfo(number, len(batch), part)
+            crops = draw_crops(generator, self.adapter.target.size, len(batch), part) if self.augment else None
+            plan.append((BatchInfo(number, len(batch), part), batch[part], crops))
+        return plan
+
+    def _in_memory(self, index: Tensor, crops: Crops | None) -> Tensor:
+        x = self.fetch(index)
+        return apply_crops(x, crops) if crops is not None else x
+
+    def _stream(self, plan: list[tuple[BatchInfo, Tensor, Crops | None]]) -> Iterator[Tensor]:
+        keys = [
+            [(int(i), crops.key(j) if crops is not None else None) for j, i in enumerate(index)]
+            for _, index, crops in plan
+        ]
+        dataset = _Fitted(self.images, self.adapter)
+        workers = self.images.workers
+        cuda = self.device.type == "cuda"
+        loader = DataLoader(dataset, batch_sampler=keys, num_workers=workers, collate_fn=torch.stack, pin_memory=cuda)
+        for x in loader:
+            yield x.to(self.device, non_blocking=cuda)
 
     def batches(self, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """The batches of one epoch (this process's part of each)."""
@@ -117,6 +161,44 @@ class BatchLoader:
         return self.batches(0)
 
 
+class _Fitted(Dataset):
+    """Files decoded, fitted to the model's input and cropped, one per key ``(index, crop)``."""
+
+    def __init__(self, files: ImageFiles, adapter: InputAdapter) -> None:
+        self.files, self.adapter = files, adapter
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: tuple[int, tuple[int, int, int, bool] | None]) -> Tensor:
+        index, crop = key
+        x = self.adapter(self.files.decode(index).unsqueeze(0).float().div_(255.0))[0]
+        return crop_one(x, *crop) if crop is not None else x
+
+
+def draw_crops(generator: torch.Generator, size: int, global_size: int, part: slice = slice(None)) -> Crops:
+    """Crop offsets and flips for the images of ``part`` of a global batch (the draws cover all of it)."""
+    pad = max(1, size // 8)
+    dy = torch.randint(0, 2 * pad + 1, (global_size,), generator=generator)[part].tolist()
+    dx = torch.randint(0, 2 * pad + 1, (global_size,), generator=generator)[part].tolist()
+    flip = (torch.rand(global_size, generator=generator) < 0.5)[part].tolist()
+    return Crops(pad, dy, dx, flip)
+
+
+def apply_crops(x: Tensor, crops: Crops) -> Tensor:
+    """Each image of ``x`` zero-padded by ``crops.pad``, cropped back to its size at its offset, maybe flipped."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (crops.pad,) * 4)
+    cropped = torch.stack([padded[i, :, crops.dy[i] : crops.dy[i] + h, crops.dx[i] : crops.dx[i] + w] for i in range(n)])
+    flip = torch.tensor(crops.flip, device=x.device).view(-1, 1, 1, 1)
+    return torch.where(flip, cropped.flip(-1), cropped)
+
+
+def crop_one(x: Tensor, pad: int, dy: int, dx: int, flip: bool) -> Tensor:
+    """``apply_crops`` for one C x H x W image (in a DataLoader worker)."""
+    return apply_crops(x.unsqueeze(0), Crops(pad, [dy], [dx], [flip]))[0]
+
+
 def augment_batch(
     x: Tensor, generator: torch.Generator, global_size: int | None = None, part: slice = slice(None)
 ) -> Tensor:
@@ -124,12 +206,4 @@ def augment_batch(
 
     The random draws cover the whole global batch (``global_size``); ``x`` is its ``part``.
     """
-    n, _, h, w = x.shape
-    size = global_size or n
-    pad = max(1, h // 8)
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (size,), generator=generator)[part].tolist()
-    dx = torch.randint(0, 2 * pad + 1, (size,), generator=generator)[part].tolist()
-    flip = (torch.rand(size, generator=generator) < 0.5)[part]
-    crops = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
-    return torch.where(flip.view(-1, 1, 1, 1).to(x.device), crops.flip(-1), crops)
+    return apply_crops(x, draw_crops(generator, x.shape[-2], global_size or len(x), part))

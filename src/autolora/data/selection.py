@@ -53,7 +53,7 @@ def select_classes(images: ImageSet, classes: list[int]) -> ImageSet:
     relabel[torch.tensor(classes)] = torch.arange(len(classes))
     keep = torch.nonzero(relabel[images.labels] >= 0).flatten()
     subset = images.subset(keep)
-    return ImageSet(subset.pixels, relabel[subset.labels], [images.classes[c] for c in classes])
+    return subset.relabeled(relabel[subset.labels], [images.classes[c] for c in classes])
 
 
 def _stratified_indices(labels: torch.Tensor, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

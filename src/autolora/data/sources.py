@@ -6,7 +6,8 @@ import gzip
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from ..errors import DataError
 from ..registry import Entry, Registry
+from .files import GREY_MODES, ImageFiles, as_image_set
 from .images import DataSplits, ImageSet
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -38,6 +40,7 @@ class SourceOptions:
     data_dir: Path | None = None
     download: bool = False
     image_size: int | None = None  # for image folders, whose files differ in size
+    stream: bool | None = None  # keep image files on disk; None: when they exceed STREAM_BYTES decoded
 
     @property
     def root(self) -> Path:
@@ -215,43 +218,153 @@ def load_stl10(options: SourceOptions) -> DataSplits:
     return _torchvision_splits("stl10", "STL10", "NCHW", options, {"split": "train"}, {"split": "test"}, True)
 
 
-# --------------------------------------------------------------------------- image folders
+# --------------------------------------------------------------------------- image files
+
+
+FILE_SET_SIZE = 224  # torchvision's file-based sets are photographs; read at the model's size, else this
+
+
+@dataclass(frozen=True)
+class FileSet:
+    """A torchvision data set of image files: its class, the splits that make train and test, its file list."""
+
+    name: str
+    class_name: str
+    train: tuple[dict[str, str], ...]
+    test: tuple[dict[str, str], ...]
+    files: Callable[[object], tuple[list[str], list[int]]]
+    description: str
+
+
+def _listed(paths: str, labels: str) -> Callable[[object], tuple[list[str], list[int]]]:
+    return lambda ds: ([str(p) for p in getattr(ds, paths)], list(getattr(ds, labels)))
+
+
+def _stanford_cars_files(ds: object) -> tuple[list[str], list[int]]:
+    return [str(path) for path, _ in ds._samples], [label for _, label in ds._samples]
+
+
+def _caltech256_files(ds: object) -> tuple[list[str], list[int]]:
+    folder = Path(ds.root) / "256_ObjectCategories"
+    paths = [str(folder / ds.categories[y] / f"{y + 1:03d}_{i:04d}.jpg") for y, i in zip(ds.y, ds.index, strict=True)]
+    return paths, list(ds.y)
+
+
+FILE_SETS = (
+    FileSet("dtd", "DTD", ({"split": "train"}, {"split": "val"}), ({"split": "test"},),
+            _listed("_image_files", "_labels"), "Describable Textures, 47 classes, 3,760 train+val / 1,880 test"),
+    FileSet("caltech256", "Caltech256", ({},), (), _caltech256_files,
+            "Caltech-256, 257 classes (with clutter), 30,607 images, fixed stratified 80/20 split"),
+    FileSet("flowers102", "Flowers102", ({"split": "train"}, {"split": "val"}), ({"split": "test"},),
+            _listed("_image_files", "_labels"), "Oxford Flowers-102, 102 classes, 2,040 train+val / 6,149 test"),
+    FileSet("oxford-pets", "OxfordIIITPet", ({"split": "trainval"},), ({"split": "test"},),
+            _listed("_images", "_labels"), "Oxford-IIIT Pets, 37 classes, 3,680 / 3,669"),
+    FileSet("fgvc-aircraft", "FGVCAircraft", ({"split": "trainval"},), ({"split": "test"},),
+            _listed("_image_files", "_labels"), "FGVC-Aircraft variants, 100 classes, 6,667 / 3,333"),
+    FileSet("stanford-cars", "StanfordCars", ({"split": "train"},), ({"split": "test"},), _stanford_cars_files,
+            "Stanford Cars, 196 classes, 8,144 / 8,041 (its download link is gone: --data-dir only)"),
+    FileSet("food101", "Food101", ({"split": "train"},), ({"split": "test"},),
+            _listed("_image_files", "_labels"), "Food-101, 101 classes, 75,750 / 25,250 (streamed from disk)"),
+)  # fmt: skip
+
+
+def _file_set_part(spec: FileSet, splits: tuple[dict[str, str], ...], options: SourceOptions) -> ImageFiles:
+    paths: list[str] = []
+    labels: list[int] = []
+    classes: list[str] = []
+    for kwargs in splits:
+        ds = _torchvision_dataset(spec.class_name, options, **kwargs)
+        more_paths, more_labels = spec.files(ds)
+        paths += more_paths
+        labels += more_labels
+        classes = [str(c) for c in (getattr(ds, "classes", None) or getattr(ds, "categories", None) or [])]
+    classes = classes or [str(c) for c in range(max(labels) + 1)]
+    return ImageFiles(paths, torch.tensor(labels), classes, options.image_size or FILE_SET_SIZE)
+
+
+def load_file_set(spec: FileSet, options: SourceOptions) -> DataSplits:
+    """A torchvision file-based set as train and test image files (in memory below ``STREAM_BYTES``)."""
+    train = _file_set_part(spec, spec.train, options)
+    if spec.test:
+        test = _file_set_part(spec, spec.test, options)
+    else:
+        train, test = _fixed_split(train)
+    return DataSplits(spec.name, as_image_set(train, options.stream), as_image_set(test, options.stream), augment=True)
+
+
+def _fixed_split(files: ImageFiles, test_fraction: float = 0.2) -> tuple[ImageFiles, ImageFiles]:
+    """A fixed (seed 0) stratified split, for sets published without one."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(files))
+    train, test = train_test_split(index, test_size=test_fraction, stratify=files.labels.numpy(), random_state=0)
+    return files.subset(torch.from_numpy(np.sort(train))), files.subset(torch.from_numpy(np.sort(test)))
+
+
+for _spec in FILE_SETS:
+    register_dataset(_spec.name, _spec.description + " (--data-dir, or --download)")(partial(load_file_set, _spec))
 
 
 def load_image_folder(path: Path, options: SourceOptions) -> DataSplits:
-    """Read ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` into memory.
+    """Read ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``.
 
-    Images are resized to ``options.image_size`` (the model's input size; 64 if unknown)
-    and kept in their own colour mode (grey or RGB, whichever the train folder's first image has).
+    Images are resized to ``options.image_size`` (the model's input size; 64 if unknown) and kept
+    in their own colour mode (grey or RGB, whichever the train folder's first image has). Sets whose
+    decoded pixels exceed ``STREAM_BYTES`` stay on disk and are decoded batch by batch.
     """
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import functional as TF
-
     for part in ("train", "test"):
         if not (path / part).is_dir():
             raise DataError(f"image folder {path} has no {part}/ subfolder; expected {path}/{part}/<class>/<images>")
-    size = options.image_size or 64
-    parts: list[ImageSet] = []
-    mode: str | None = None
-    classes: list[str] | None = None
-    for part in ("train", "test"):
+    train = _folder_files(path / "train", options.image_size or 64, None)
+    test = _folder_files(path / "test", train.size, train)
+    train_set, test_set = as_image_set(train, options.stream), as_image_set(test, options.stream)
+    return DataSplits(f"imagefolder:{path}", train_set, test_set, augment=True)
+
+
+def _folder_files(folder: Path, size: int, train: ImageFiles | None) -> ImageFiles:
+    """The files of one ``<class>/<image>`` folder; the test folder must have the train folder's classes."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    try:
+        found = ImageFolder(str(folder), loader=lambda path: path)
+    except (FileNotFoundError, OSError) as exc:
+        raise DataError(f"cannot read image folder {folder}: {exc}") from exc
+    if not found.samples:
+        raise DataError(f"image folder {folder} holds no images")
+    if train is not None and found.classes != train.classes:
+        raise DataError(f"{folder} has classes {found.classes}, but the train folder has {train.classes}")
+    if train is None:
         try:
-            folder = ImageFolder(str(path / part))
-        except (FileNotFoundError, OSError) as exc:
-            raise DataError(f"cannot read image folder {path / part}: {exc}") from exc
-        if classes is not None and folder.classes != classes:
-            raise DataError(f"{path}/test has classes {folder.classes}, but {path}/train has {classes}")
-        classes = folder.classes
-        images = []
-        for file, _ in folder.samples:
-            try:
-                image = folder.loader(file)
-            except OSError as exc:
-                raise DataError(f"cannot read image {file}: {exc}") from exc
-            mode = mode or ("L" if image.mode in ("L", "1", "I;16", "I") else "RGB")
-            image = TF.resize(image.convert(mode), [size, size], antialias=True)
-            images.append(TF.pil_to_tensor(image))
-        if not images:
-            raise DataError(f"image folder {path / part} holds no images")
-        parts.append(ImageSet(torch.stack(images), torch.tensor(folder.targets), list(classes)))
-    return DataSplits(f"imagefolder:{path}", parts[0], parts[1], augment=True)
+            with Image.open(found.samples[0][0]) as first:
+                channels = 1 if first.mode in GREY_MODES else 3
+        except OSError as exc:
+            raise DataError(f"cannot read image {found.samples[0][0]}: {exc}") from exc
+    else:
+        channels = train.channels
+    paths = [file for file, _ in found.samples]
+    return ImageFiles(paths, torch.tensor(found.targets), list(found.classes), size, channels)
+
+
+# --------------------------------------------------------------------------- what is here
+
+
+def is_present(name: str, options: SourceOptions | None = None) -> bool:
+    """Whether the named data set can be loaded without a download."""
+    options = replace(options or SourceOptions(), download=False)
+    if name == "digits":
+        return True
+    if name == "fashion-mnist":
+        return any(_find_idx(folder, "t10k-images-idx3-ubyte") for folder in _idx_folders(options))
+    spec = next((s for s in FILE_SETS if s.name == name), None)
+    checks = {"mnist": ("MNIST", {"train": False}), "cifar10": ("CIFAR10", {"train": False}),
+              "cifar100": ("CIFAR100", {"train": False}), "svhn": ("SVHN", {"split": "test"}),
+              "stl10": ("STL10", {"split": "test"})}  # fmt: skip
+    class_name, kwargs = (spec.class_name, (spec.test or spec.train)[0]) if spec else checks.get(name, (None, {}))
+    if class_name is None:
+        return False
+    try:
+        _torchvision_dataset(class_name, options, **kwargs)
+    except DataError:
+        return False
+    return True

@@ -115,16 +115,19 @@ def inject(
     rank: int = 8,
     *,
     alpha: float = 1.0,
-    include_linear: bool = False,
+    include_linear: bool = True,
     head: str | None = None,
     targets: Sequence[str] | None = None,
 ) -> nn.Module:
-    """Add a low-rank branch, in place, to every conv layer of the feature extractor.
+    """Add a low-rank branch, in place, to every conv and linear layer of the feature extractor.
 
-    The stem (the first ``nn.Conv2d``) and the classification head get none;
-    ``include_linear`` adds branches to ``nn.Linear`` layers too (for transformers);
-    ``targets`` names the layers explicitly instead (as a saved ``BranchConfig`` does).
-    Branch parameters are named ``...lora_A`` / ``...lora_B``. Returns ``model``.
+    The stem (the first ``nn.Conv2d``: a ResNet's or ConvNeXt's stem, a ViT's or Swin's patch
+    embedding) and the classification head get none. So a ResNet gets branches on every conv
+    after the stem, a ConvNeXt on its depthwise, pointwise and downsampling layers, a ViT or Swin
+    on every attention (``qkv``, ``proj``) and MLP (``fc1``, ``fc2``) linear layer (docs/models.md).
+    ``include_linear=False`` keeps to convolutions; ``targets`` names the layers explicitly
+    instead (as a saved ``BranchConfig`` does). Branch parameters are named ``...lora_A`` /
+    ``...lora_B``. Returns ``model``.
     """
     if has_branches(model):
         raise ValueError("the model already has low-rank branches; inject() adds them once (export() removes them)")
@@ -132,10 +135,8 @@ def inject(
     model.get_submodule(head)  # fails loudly for a wrong name
     targets = list(targets) if targets is not None else _branch_targets(model, head, include_linear)
     if not targets:
-        raise ValueError(
-            "no layer to branch: the model has no nn.Conv2d after the stem"
-            + ("" if include_linear else " (pass include_linear=True for nn.Linear layers)")
-        )
+        kinds = "nn.Conv2d or nn.Linear" if include_linear else "nn.Conv2d"
+        raise ValueError(f"no layer to branch: the feature extractor has no {kinds} besides the stem")
     for name in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)

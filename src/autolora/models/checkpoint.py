@@ -25,10 +25,12 @@ from ..fileio import read_json, save_tensors, write_json
 from ..inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from .classifier import ImageClassifier
 from .registry import create_model
+from .timm_models import is_timm, read_hub_config
 
 RUN_WEIGHTS = "model.safetensors"
 RUN_CONFIG = "config.json"
 RUN_FORMAT = "autolora-run/1"
+ZOO_PREFIX = "robustbench:"
 WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "_orig_mod.")
 _CIFAR_RESNET_DEPTHS = {1: "resnet8", 3: "resnet20", 5: "resnet32", 9: "resnet56"}
 _TV_RESNETS = {
@@ -91,6 +93,10 @@ class InputOverrides:
     size: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+
+    def apply(self, spec: InputSpec) -> InputSpec:
+        """``spec`` with the values given here put in place of its own."""
+        return spec.replace(size=self.size, mean=self.mean, std=self.std)
 
 
 # --------------------------------------------------------------------------- saving
@@ -260,7 +266,7 @@ def from_classifier_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _apply_overrides(spec: InputSpec, overrides: InputOverrides) -> InputSpec:
-    return spec.replace(size=overrides.size, mean=overrides.mean, std=overrides.std)
+    return overrides.apply(spec)
 
 
 def load_state_strict(model: ImageClassifier, state: dict[str, Tensor], path: str, *, drop_head: bool) -> list[str]:
@@ -297,14 +303,22 @@ def load_classifier(
     architecture: str | None = None,
     num_classes: int | None = None,
     overrides: InputOverrides = InputOverrides(),
+    model_dir: Path | None = None,
 ) -> tuple[ImageClassifier, ModelRecord, LoadReport]:
-    """Load a run directory or a foreign weights file as an ``ImageClassifier``.
+    """Load a run directory, a foreign weights file or a RobustBench zoo entry as an ``ImageClassifier``.
 
     ``num_classes`` different from the checkpoint's replaces the head (zero-initialised);
     every other weight must match exactly. ``architecture`` checks, or for layouts that
-    cannot be recognised supplies, the registry model to build.
+    cannot be recognised supplies, the registry model (or ``timm:NAME``) to build.
+    ``robustbench:DATASET/THREAT/NAME`` reads the zoo's file under ``model_dir``.
     """
+    if str(path).startswith(ZOO_PREFIX):
+        return load_zoo_model(str(path), model_dir, architecture, num_classes, overrides)
     path = Path(path)
+    if (path.is_file() and is_timm(architecture)) or (path.is_dir() and read_hub_config(path) is not None):
+        from .timm_checkpoint import load_timm  # imports this module
+
+        return load_timm(path, architecture, num_classes, overrides)
     if path.is_dir():
         return _load_run_directory(path, architecture, num_classes, overrides)
     if not path.exists():
@@ -333,7 +347,9 @@ def load_classifier(
         raise CheckpointError(f"{path} holds a {inferred}, but the model was given as {architecture}")
     arch = architecture or inferred
     if arch is None:
-        raise CheckpointError(f"cannot tell the architecture of {path}; pass --model with a registered model name")
+        raise CheckpointError(
+            f"cannot tell the architecture of {path}; pass --model with a registered model name or timm:NAME"
+        )
     if "conv1.weight" not in torch_state:
         raise CheckpointError(f"{path} has no stem convolution 'conv1.weight'; is it a ResNet of the registry?")
     spec, why = infer_input_spec(torch_state, carried)
@@ -379,3 +395,21 @@ def _load_run_directory(
     state = read_tensors(weights_path)
     model, record, notes = _build_and_load(record, state, num_classes, str(weights_path))
     return model, record, LoadReport(str(path), "autolora run directory", record.architecture, notes)
+
+
+# --------------------------------------------------------------------------- RobustBench
+
+
+def load_zoo_model(
+    source: str, model_dir: Path | None, architecture: str | None, num_classes: int | None, overrides: InputOverrides
+) -> tuple[ImageClassifier, ModelRecord, LoadReport]:
+    """Load ``robustbench:DATASET/THREAT/NAME`` from its file under ``model_dir`` (downloaded when possible)."""
+    from .robustbench import ZooModel, default_model_dir, fetch
+
+    zoo = ZooModel.parse(source)
+    file = fetch(zoo, model_dir or default_model_dir())
+    model, record, report = load_classifier(
+        file, architecture=architecture, num_classes=num_classes, overrides=zoo.overrides(overrides)
+    )
+    report.notes.insert(0, f"RobustBench {zoo}: {file}")
+    return model, record, replace(report, path=source)

@@ -8,6 +8,7 @@ from ..errors import ConfigError
 from ..inputs import InputSpec
 from ..registry import Entry, Registry
 from .classifier import ImageClassifier
+from .timm_models import create_timm_classifier, is_timm
 from .resnet import SMALL_INPUT, CifarResNet, torchvision_resnet
 
 Builder = Callable[[int, InputSpec, "bool | None"], ImageClassifier]
@@ -26,12 +27,14 @@ def create_model(name: str, num_classes: int, spec: InputSpec, small_stem: bool 
     """Build the registered model ``name`` (randomly initialised).
 
     ``small_stem`` chooses the 3x3 stride-1 stem without max-pool of CIFAR practice;
-    by default it is used for inputs of at most 64 px.
+    by default it is used for inputs of at most 64 px. ``timm:NAME`` builds timm's model ``NAME``.
     """
-    if name not in MODELS:
-        raise ConfigError("model", name, f"choose one of: {', '.join(MODELS.names())}")
     if num_classes < 2:
         raise ConfigError("num_classes", num_classes, "a classifier needs at least two classes")
+    if is_timm(name):
+        return create_timm_classifier(name, num_classes, spec)
+    if name not in MODELS:
+        raise ConfigError("model", name, f"choose one of: {', '.join(MODELS.names())}, or timm:NAME")
     return MODELS[name](num_classes, spec, small_stem)
 
 

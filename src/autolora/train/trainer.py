@@ -240,9 +240,11 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
 
     def _passes(self) -> int:
-        """Passes over the training set per epoch: one, or as many as ``period_steps`` optimizer steps need."""
+        """Passes over the training set per epoch: one, or as many as ``period_steps`` optimizer steps
+        need (never more than the run's ``epochs``, which count passes)."""
         steps = self.config.period_steps
-        return 1 if steps is None else max(1, math.ceil(steps / max(len(self.train_loader), 1)))
+        needed = 1 if steps is None else math.ceil(steps / max(len(self.train_loader), 1))
+        return max(1, min(needed, self.config.epochs))
 
     def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, BatchInfo]]:
         """The epoch's batches, over ``_passes()`` passes; the first pass is the plain epoch's."""
