@@ -91,13 +91,17 @@ def _error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert lines and lines[0].startswith("error:")
-    return " ".join(lines)
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return lines[0]
 
 
 @pytest.fixture
 def bad_inputs(tmp_path, source):
     (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "notes.txt").write_text("epoch 1: loss 0.5\n")
+    (tmp_path / "figure.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    (tmp_path / "results.json").write_text('{"clean_acc": 0.9}')
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes((source / "model.safetensors").read_bytes()[:500])
     finetune = ["finetune", "--checkpoint", source, "--dataset", "digits", "--out", tmp_path / "out", "--device", "cpu"]
@@ -108,6 +112,18 @@ def bad_inputs(tmp_path, source):
             "does not exist",
         ),
         "truncated checkpoint": (["evaluate", "--checkpoint", truncated, "--dataset", "digits"], "truncated"),
+        **{
+            f"{kind} as checkpoint": (
+                ["evaluate", "--checkpoint", tmp_path / name, "--dataset", "digits"],
+                f"is not a checkpoint but {kind}",
+            )
+            for name, kind in (
+                ("notes.txt", "a text file"),
+                ("figure.png", "a PNG image"),
+                ("results.json", "a JSON file"),
+                ("pyproject.toml", "a text file"),
+            )
+        },
         "other architecture": (
             [*evaluate, "--model", "resnet20"],
             "holds a resnet8, but the model was given as resnet20",
@@ -155,14 +171,10 @@ def _imagenet_checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_every_bad_input_gets_one_clear_line(bad_inputs, capsys):
-    lines = {}
+def test_every_bad_input_gets_one_clear_line(bad_inputs):
     for name, (args, expected) in bad_inputs.items():
         message = _error_line(_autolora(*args, check=False))
         assert expected in message, f"{name}: {message}"
-        lines[name] = message
-    with capsys.disabled():
-        print("\n" + "\n".join(f"  {name}: {line}" for name, line in lines.items()))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
@@ -200,7 +212,7 @@ def test_malicious_pickle_through_the_cli_runs_no_code(tmp_path):
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "x": Payload()}, tmp_path / "evil.pt")
     message = _error_line(_autolora("evaluate", "--checkpoint", tmp_path / "evil.pt", "--dataset", "digits",
                                     check=False))  # fmt: skip
-    assert "refusing to load" in message and not marker.exists()
+    assert "refusing to load" in message and "names posix.system" in message and not marker.exists()
 
 
 def test_run_files_are_written_atomically(tmp_path, tiny_model, monkeypatch):
