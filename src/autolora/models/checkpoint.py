@@ -9,6 +9,7 @@ prefixes) and their architecture read from the weights' names and shapes.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from ..inputs import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from .classifier import ImageClassifier
 from .registry import create_model
 
+log = logging.getLogger(__name__)
 RUN_WEIGHTS = "model.safetensors"
 RUN_CONFIG = "config.json"
 RUN_FORMAT = "autolora-run/1"
@@ -82,6 +84,7 @@ class LoadReport:
     layout: str
     architecture: str
     notes: list[str] = field(default_factory=list)
+    input_guess: str | None = None  # what of the input spec was guessed, from what, and the flags that set it
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,27 @@ def _apply_overrides(spec: InputSpec, overrides: InputOverrides) -> InputSpec:
     return spec.replace(size=overrides.size, mean=overrides.mean, std=overrides.std)
 
 
+def input_guess(
+    name: str, spec: InputSpec, why: str, carried: InputSpec | None, overrides: InputOverrides
+) -> str | None:
+    """One line naming the parts of ``spec`` that neither the file ``name`` nor the user gave, or None."""
+    guessed = []
+    if overrides.size is None:
+        guessed.append((f"{spec.size} px", "--input-size"))
+    if carried is None and overrides.mean is None:
+        guessed.append((f"mean {_floats(spec.mean)}", "--mean"))
+    if carried is None and overrides.std is None:
+        guessed.append((f"std {_floats(spec.std)}", "--std"))
+    if not guessed:
+        return None
+    values, flags = ", ".join(v for v, _ in guessed), ", ".join(f for _, f in guessed)
+    return f"guessed the input of {name}: {values} (from its {why.split(',')[0]}); set it with {flags}"
+
+
+def _floats(values: tuple[float, ...]) -> str:
+    return ",".join(f"{v:.4g}" for v in values)
+
+
 def load_state_strict(model: ImageClassifier, state: dict[str, Tensor], path: str, *, drop_head: bool) -> list[str]:
     """Load ``state`` into ``model``; every key must match in name and shape, except a dropped head."""
     notes = []
@@ -381,12 +405,14 @@ def load_classifier(
     spec, why = infer_input_spec(torch_state, carried)
     spec = _apply_overrides(spec, overrides)
     notes.append(f"input spec: {why}")
+    guess = input_guess(path.name, spec, why, carried, overrides)
+    if guess is not None:
+        log.warning(guess)
     head = torch_state.get("fc.weight")
     small_stem = torch_state["conv1.weight"].shape[-1] == 3
     record = ModelRecord(arch, int(head.shape[0]) if head is not None else 0, spec, small_stem)
     model, record, load_notes = _build_and_load(record, to_classifier_keys(torch_state), num_classes, str(path))
-    report = LoadReport(str(path), layout, arch, notes + load_notes)
-    return model, record, report
+    return model, record, LoadReport(str(path), layout, arch, notes + load_notes, guess)
 
 
 def _build_and_load(
