@@ -17,6 +17,7 @@ from ..attacks.pgd import evaluating
 from ..data import BatchLoader, ImageSet
 from ..errors import ConfigError, check_choices
 from ..inputs import InputSpec
+from ..progress import Progress, no_progress
 from .checks import check_accuracies
 from .corruptions import SEVERITIES, check_corruption_names
 
@@ -85,13 +86,20 @@ def _predict(model: nn.Module, x: Tensor) -> Tensor:
     return model(x).argmax(dim=1)
 
 
-def correct_flags(model: nn.Module, loader: BatchLoader, attack: PGD | None = None) -> Tensor:
+def correct_flags(
+    model: nn.Module,
+    loader: BatchLoader,
+    attack: PGD | None = None,
+    progress: Progress = no_progress,
+    description: str = "clean",
+) -> Tensor:
     """Per-example correctness (in loader order) on clean inputs, or on ``attack``'s examples.
 
     Under an attack an example counts as robust only if it is also classified correctly clean.
+    ``progress`` is told of each batch.
     """
     flags = []
-    with evaluating(model):
+    with evaluating(model), progress(len(loader), description) as advance:
         for x, y in loader.batches():
             correct = _predict(model, x) == y
             if attack is not None:
@@ -99,6 +107,7 @@ def correct_flags(model: nn.Module, loader: BatchLoader, attack: PGD | None = No
                     x_adv = attack(model, x, y)
                 correct &= _predict(model, x_adv) == y
             flags.append(correct)
+            advance()
     return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool)
 
 
@@ -114,27 +123,32 @@ def _autoattack_subset(n: int, config: EvalConfig) -> Tensor:
 
 
 def evaluate(
-    model: nn.Module, images: ImageSet, spec: InputSpec, config: EvalConfig, device: torch.device
+    model: nn.Module,
+    images: ImageSet,
+    spec: InputSpec,
+    config: EvalConfig,
+    device: torch.device,
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """Measure what ``config.attacks`` asks on ``images``; accuracies are fractions in [0, 1].
 
     Clean and PGD accuracy use every example; AutoAttack uses all of them or a seeded subset
     of ``autoattack_n``, on which clean and PGD accuracy are reported too, so the ordering
-    AA <= PGD <= clean is checked on the same examples.
+    AA <= PGD <= clean is checked on the same examples. ``progress`` hears of every batch.
     """
     torch.manual_seed(config.seed)
     loader = BatchLoader(images, spec, config.batch_size, device)
-    result: dict[str, Any] = {"n": len(images), "eps": config.eps, "norm": config.norm}
+    result: dict[str, Any] = {"n": len(images), "eps": config.eps, "norm": config.norm, "input": spec.to_dict()}
     seconds: dict[str, float] = {}
     clean = pgd = None
     if {"clean", "pgd", "autoattack"} & set(config.attacks):
         start = time.perf_counter()
-        clean = correct_flags(model, loader)
+        clean = correct_flags(model, loader, progress=progress)
         seconds["clean"] = time.perf_counter() - start
         result["clean_acc"] = _mean(clean)
     if "pgd" in config.attacks:
         start = time.perf_counter()
-        pgd = correct_flags(model, loader, config.pgd())
+        pgd = correct_flags(model, loader, config.pgd(), progress, f"PGD-{config.pgd_steps}")
         seconds["pgd"] = time.perf_counter() - start
         result["pgd_acc"] = _mean(pgd)
         result["pgd"] = config.pgd_settings()
@@ -153,6 +167,7 @@ def evaluate(
             batch_size=config.batch_size,
             seed=config.seed,
             state_path=config.autoattack_state,
+            progress=progress,
         )
         seconds["autoattack"] = aa.seconds
         result["autoattack_acc"] = aa.accuracy

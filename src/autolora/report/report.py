@@ -12,7 +12,7 @@ from urllib.parse import quote
 from ..errors import AutoLoraError
 from ..fileio import read_json, write_text
 from ..models.checkpoint import RUN_CONFIG
-from ..train.progress import format_duration
+from ..progress import format_duration
 from ..train.run_dir import CURVES, METRICS, SUMMARY, read_metrics
 from .plots import compare_runs
 

@@ -360,7 +360,7 @@ class Trainer:
         model = self.exported_model()
         started = time.perf_counter()
         evaluation = replace(self.config.evaluation, autoattack_state=self.run.file(AUTOATTACK_STATE))
-        results = evaluate(model, self.data.test, model.spec, evaluation, self.device)
+        results = evaluate(model, self.data.test, model.spec, evaluation, self.device, self.reporter.batches)
         self.timing.test += time.perf_counter() - started
         summary = self._summary(results)
         save_run_model(self.run.path, model, self.architecture, self.record | {"training": self.config.to_dict()})
@@ -389,6 +389,7 @@ class Trainer:
             "final_lr": self.schedule.lr,
             "stop_reason": self.stop_reason,
             "data": self.data.sizes(),
+            "input_guess": (self.record.get("source") or {}).get("input_guess"),
             "evaluation": results,
             **self.timing.summary(),
         }
