@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from . import api
 from .data import DataConfig
 from .eval import EvalConfig
 from .report.report import write_report
+from .shipped import shipped_root
 from .train.config import AttackConfig, TrainConfig
 from .train.progress import Reporter
 
@@ -20,7 +20,7 @@ VANILLA_LR = 0.01  # `autolora finetune --method vanilla`'s default
 
 def default_checkpoint() -> Path:
     """The robust source model shipped inside the package (PGD-AT on Fashion-MNIST, eps 0.1)."""
-    return Path(str(resources.files("autolora") / "checkpoints" / "fmnist-resnet8"))
+    return shipped_root() / "fmnist-resnet8"
 
 
 @dataclass(frozen=True)
