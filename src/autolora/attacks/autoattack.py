@@ -181,17 +181,18 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
 def _attack_robust(
     adversary: Any, x: Tensor, y: Tensor, robust: Tensor, batch_size: int, progress: Progress
 ) -> None:
-    """Run the adversary's one attack on the points still ``robust``, batch by batch, and clear the ones it breaks.
+    """Run the adversary's one attack on the points still ``robust``, batch by batch; clear those it breaks.
 
     The package seeds every batch alike, so batches of ``batch_size`` give what one call would.
     """
-    chunks = robust.nonzero().flatten().split(batch_size)
+    index = robust.nonzero().flatten()
+    chunks = index.split(batch_size) if len(index) else ()  # split() of nothing gives one empty chunk
     name = adversary.attacks_to_run[0]
-    with progress(len(chunks), f"AutoAttack {name} on {int(robust.sum())}/{len(x)} still robust") as advance:
-        for index in chunks:
+    with progress(len(chunks), f"AutoAttack {name} on {len(index)}/{len(x)} still robust") as advance:
+        for chunk in chunks:
             # the package's own verdict per point (its y_adv), not a second forward pass of ours
-            _, y_adv = adversary.run_standard_evaluation(x[index], y[index], batch_size=batch_size)
-            robust[index[y_adv.to(y.device) != y[index]]] = False
+            _, y_adv = adversary.run_standard_evaluation(x[chunk], y[chunk], batch_size=batch_size)
+            robust[chunk[y_adv.to(y.device) != y[chunk]]] = False
             advance()
 
 

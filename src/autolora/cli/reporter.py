@@ -32,8 +32,9 @@ class RichReporter:
     """Prints one line per epoch, and the progress of long phases: a bar with ETA on a terminal,
     a plain line every few seconds in a log."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_interval: float = 10.0) -> None:
         self.table = EpochTable()
+        self.log_interval = log_interval  # seconds between plain progress lines when stderr is not a terminal
 
     def epoch(self, row: dict[str, Any], eta_seconds: float | None) -> None:
         self.message(self.table(row, eta_seconds))
@@ -47,7 +48,7 @@ class RichReporter:
     @contextlib.contextmanager
     def batches(self, total: int, description: str) -> Iterator[Callable[[], None]]:
         if not err.is_terminal:
-            with PlainProgress(_plain_line)(total, description) as advance:
+            with PlainProgress(_plain_line, self.log_interval)(total, description) as advance:
                 yield advance
             return
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
