@@ -82,6 +82,8 @@ def inject(
     ``include_linear`` adds branches to ``nn.Linear`` layers too (for transformers).
     Branch parameters are named ``...lora_A`` / ``...lora_B``. Returns ``model``.
     """
+    if has_branches(model):
+        raise ValueError("the model already has low-rank branches: inject once (or export(model) first)")
     head = head or getattr(model, HEAD_ATTRIBUTE, None) or find_head(model)
     model.get_submodule(head)  # fails loudly for a wrong name
     targets = _branch_targets(model, head, include_linear)
