@@ -111,11 +111,19 @@ def unique_labels(paths: Sequence[Path]) -> list[str]:
     return labels
 
 
+def expand_runs(path: Path) -> list[Path]:
+    """``path`` itself, or, for a folder of runs (``autolora-demo/``), the runs inside it."""
+    if not path.is_dir() or (path / SUMMARY).exists():
+        return [path]
+    inside = sorted(p for p in path.iterdir() if (p / SUMMARY).is_file())
+    return inside or [path]
+
+
 def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
-    """Load several runs, labelled uniquely."""
+    """Load several runs (or folders of runs), labelled uniquely."""
     if not paths:
         raise AutoLoraError("no run directories given: name at least one")
-    run_paths = [Path(p) for p in paths]
+    run_paths = [run for p in paths for run in expand_runs(Path(p))]
     return [load_run(p, label) for p, label in zip(run_paths, unique_labels(run_paths), strict=True)]
 
 
