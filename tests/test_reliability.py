@@ -267,7 +267,7 @@ def test_a_nan_loss_stops_the_epoch_and_rolls_back(tmp_path, tiny_model, method,
 def test_evaluation_checks_orderings_and_masking():
     assert check_accuracies(0.9, 0.5, 0.45, 100, 0.1) == []
     assert "exceeds clean" in check_accuracies(0.5, 0.6, None, 100, 0.1)[0]
-    assert "gradient masking" in check_accuracies(0.9, 0.7, 0.4, 100, 0.1)[0]
+    assert "30.0 points above AutoAttack's on the same 100 examples" in check_accuracies(0.9, 0.7, 0.4, 100, 0.1)[0]
     assert "above PGD" in check_accuracies(0.9, 0.4, 0.5, 100, 0.1)[0]
     assert "no adversarial example" in check_accuracies(0.8, 0.8, None, 100, 0.1)[0]
 

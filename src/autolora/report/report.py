@@ -236,6 +236,16 @@ def _markdown(runs: Sequence[RunRecord], out_dir: Path, comparison: Path | None)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _setting(run: RunRecord) -> str:
+    s = run.summary
+    return f"{s.get('dataset', '?')}, eps {format_eps(s.get('eps'), None)} ({s.get('norm') or 'Linf'})"
+
+
+def figure_title(runs: Sequence[RunRecord]) -> str:
+    """``digits, eps 0.1 (Linf): autolora vs vanilla``: what the comparison figure shows."""
+    return f"{'; '.join(sorted({_setting(r) for r in runs}))}: {' vs '.join(r.label for r in runs)}"
+
+
 def write_report(runs: Sequence[str | Path] | Sequence[RunRecord], out_dir: str | Path | None = None) -> Path:
     """Write ``report.md`` (and ``comparison.png`` when a run has metrics) to ``out_dir`` (default: here)."""
     records = list(runs) if runs and all(isinstance(r, RunRecord) for r in runs) else load_runs(runs)
@@ -245,7 +255,7 @@ def write_report(runs: Sequence[str | Path] | Sequence[RunRecord], out_dir: str 
     with_metrics = [(r.label, r.metrics) for r in records if r.metrics]
     report = out / REPORT
     try:
-        comparison = compare_runs(with_metrics, out / COMPARISON) if with_metrics else None
+        comparison = compare_runs(with_metrics, out / COMPARISON, figure_title(records)) if with_metrics else None
         write_text(report, _markdown(records, out, comparison))
     except OSError as exc:
         raise AutoLoraError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
