@@ -91,8 +91,9 @@ def _error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    return lines[0]
+    *warnings, error = lines
+    assert error.startswith("error:") and all(w.startswith("warning:") for w in warnings), result.stderr
+    return error
 
 
 @pytest.fixture

@@ -91,9 +91,7 @@ def evaluate(
     )
     results["overrides"] = overrides
     out.print(accuracy_table(results, f"{results['architecture']} on {results['dataset']}"))
-    out.print(settings_line(results), highlight=False)
-    for warning in results["warnings"]:
-        warn(warning)
+    out.print(settings_line(results), highlight=False)  # evaluate() has logged its warnings
     if json is not None:
         write_json(json, results)
         out.print(f"wrote {json}", highlight=False)

@@ -8,7 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from ..report.report import format_eps, percent
-from .reporter import out, warn
+from .reporter import out
 
 
 def _columns(results: dict[str, Any]) -> list[tuple[str, str]]:
@@ -47,7 +47,10 @@ def settings_line(results: dict[str, Any]) -> str:
 
 
 def print_summary(summary: dict[str, Any], run: Path) -> None:
-    """The test accuracies of a finished training run, its length and where it was written."""
+    """The test accuracies of a finished training run, its length and where it was written.
+
+    Its warnings (a guessed input spec, the evaluation's checks) were logged when they arose.
+    """
     if not summary:
         return
     results = summary.get("evaluation") or {}
@@ -64,7 +67,4 @@ def print_summary(summary: dict[str, Any], run: Path) -> None:
         f"validation {summary['time_validation_s']:.0f}s, test {summary['time_test_s']:.0f}s",
         highlight=False,
     )
-    for warning in [summary.get("input_guess"), *results.get("warnings", [])]:
-        if warning:
-            warn(warning)
-    out.print(f"wrote {run}/ (model, config, metrics, summary, curves)", highlight=False)
+    out.print(f"wrote {run}/ (model, config, metrics, summary, curves)", highlight=False, soft_wrap=True)
