@@ -176,6 +176,22 @@ def test_missing_truncated_and_empty_files(tmp_path, tiny_model):
         load_classifier(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [
+        (b"\x89PNG\r\n\x1a\n" + bytes(32), "a PNG image"),
+        (b'{"model": {"architecture": "resnet8"}}', "a JSON file"),
+        (b'[tool.ruff]\nline-length = 120\n', "a text file"),
+        (b"hello\n", "a text file"),
+        (b"\x01\x00\x02", "a binary file of unknown format"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, content, kind):
+    (tmp_path / "model.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match=f"is not a checkpoint but {kind};"):
+        load_classifier(tmp_path / "model.pt")
+
+
 class _Payload:
     def __init__(self, path):
         self.path = path
@@ -187,7 +203,7 @@ class _Payload:
 def test_malicious_pickle_runs_no_code(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "evil": _Payload(str(marker))}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="refusing to load .*evil.pt"):
+    with pytest.raises(CheckpointError, match="refusing to load .*evil.pt: its pickle names io.open, code"):
         load_classifier(tmp_path / "evil.pt")
     assert not marker.exists()
 

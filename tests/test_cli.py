@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+import torch
+import typer
+from safetensors.torch import load_file
 
+from autolora import __version__
 from autolora.cli import app
+from autolora.demo import default_checkpoint
 from autolora.models import save_run_model
+from autolora.train.progress import EPOCH_HEADER, format_epoch
+from typer.testing import CliRunner
 
 from .helpers import needs_fashion_mnist
 
-COMMANDS = ["pretrain", "finetune", "evaluate", "demo", "report", "models", "datasets", "methods", "diagnose"]
+COMMANDS = [
+    "pretrain", "finetune", "evaluate", "demo", "report", "models", "datasets", "methods", "checkpoints", "diagnose",
+]  # fmt: skip
 
 
 def _registered() -> set[str]:
@@ -99,6 +109,14 @@ def test_tiny_pretrain_then_evaluate(cli, tmp_path):
     assert 0.0 <= data["autoattack_acc"] <= data["pgd_acc"] <= data["clean_acc"] <= 1.0
     assert data["autoattack"]["version"] == "fast" and data["pgd"]["steps"] == 5
     assert set(data["seconds"]) == {"clean", "pgd", "autoattack"}
+
+
+def assert_epochs_and_tables_fit_80_columns(output: str) -> None:
+    lines = output.splitlines()
+    assert EPOCH_HEADER in lines
+    epochs = [line for line in lines if re.match(r"\s+\d+\s+[\d.e-]+\s", line) or line.lstrip().startswith("↳")]
+    tables = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert epochs and tables and max(len(line) for line in [*epochs, *tables]) <= 80, output
 
 
 @pytest.fixture
@@ -189,6 +207,7 @@ def test_tiny_finetune_for_every_method(cli, tmp_path, source_run, method):
         "2",
     )
     assert evaluated.exit_code == 0, evaluated.output
+    assert_epochs_and_tables_fit_80_columns(result.output)
 
 
 def test_finetune_refuses_a_pretraining_method(cli, tmp_path, source_run):
@@ -209,3 +228,96 @@ def test_evaluate_corruptions_reports_which_ran(cli, tmp_path, source_run):
     bad = cli("evaluate", "--checkpoint", source_run, "--dataset", "digits", "--attacks", "corruptions",
               "--corruptions", "snow-storm")  # fmt: skip
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize("name", [None, *COMMANDS])
+def test_help_fits_80_columns_and_names_every_option_in_full(runner, name):
+    result = runner.invoke(app, [name, "--help"] if name else ["--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "<bool>" not in result.output and "…" not in result.output
+    group = typer.main.get_command(app)
+    command = group.commands[name] if name else group
+    for param in command.params:
+        if param.param_type_name == "argument":
+            continue
+        for opt in (*param.opts, *param.secondary_opts):
+            assert any(opt in line.split() for line in lines), f"{opt} missing or cut in {name} --help"
+
+
+def test_an_epoch_line_fits_80_columns():
+    row = {"epoch": 120, "lr": 1.5625e-05, "lambda1": 0.048, "lambda2": 5.712, "train_loss": 12.34567,
+           "val_clean_acc": 1.0, "val_robust_acc": 0.789, "seconds": 1234.5,
+           "event": "condition 1: 2/4 epochs improved; learning rate fell below 1e-05"}  # fmt: skip
+    lines = [EPOCH_HEADER, *format_epoch(row, 7200.0).splitlines()]
+    assert max(len(line) for line in lines) <= 80
+    assert lines[2].strip() == "↳ " + row["event"]
+    header, values = lines[0].split(), lines[1].split()
+    assert values[header.index("λ1")] == "0.048" and values[-1] == "≤2h00m"
+
+
+def test_version(cli):
+    result = cli("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"autolora {__version__}"
+
+
+def test_the_shipped_checkpoint_is_listed_and_nameable(cli, tmp_path):
+    assert "fmnist-resnet8" in cli("checkpoints").output
+    report = tmp_path / "e.json"
+    result = cli("evaluate", "--checkpoint", "fmnist-resnet8", "--dataset", "digits", "--limit-test", "20",
+                 "--attacks", "clean", "--json", report)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["checkpoint"] == str(default_checkpoint())
+    assert "--dataset digits overrides what the run recorded: fashion-mnist" in " ".join(result.output.split())
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A one-epoch vanilla fine-tune of the shipped model on a few digits, eps 0.1, seed 3."""
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    result = CliRunner().invoke(app, [str(a) for a in (
+        "finetune", "--method", "vanilla", "--epochs", "1", "--checkpoint", "fmnist-resnet8", "--dataset", "digits",
+        "--eps", "0.1", "--limit-train", "200", "--val-min", "20", "--limit-test", "60", "--attack-steps", "1",
+        "--batch-size", "32", "--seed", "3", "--device", "cpu", "--out", out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_evaluate_a_run_directory_reproduces_its_summary(cli, digits_run, tmp_path):
+    report = tmp_path / "e.json"
+    result = cli("evaluate", "--checkpoint", digits_run, "--json", report, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "overrides" not in result.output
+    summary, data = json.loads((digits_run / "summary.json").read_text()), json.loads(report.read_text())
+    assert (data["dataset"], data["n"], data["eps"], data["norm"]) == ("digits", 60, 0.1, "Linf")
+    assert data["clean_acc"] == summary["clean_acc"] and data["pgd_acc"] == summary["pgd_acc"]
+    assert data["input"] == {"channels": 1, "size": 28, "mean": [0.286], "std": [0.353]}
+    assert "eps 0.1 (Linf), n=60 test images, input 1x28x28 (mean 0.286, std 0.353)" in result.output
+    assert summary["evaluation"]["input"] == data["input"] and data["overrides"] == []
+
+
+def test_evaluate_says_which_recorded_setting_an_option_overrides(cli, digits_run, tmp_path):
+    report = tmp_path / "e.json"
+    result = cli("evaluate", "--checkpoint", digits_run, "--eps", "8/255", "--limit-test", "60", "--attacks", "clean",
+                 "--json", report, "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.output.splitlines() if "overrides" in line]
+    assert said == ["warning: --eps 8/255 overrides what the run recorded: 0.1"]
+    assert json.loads(report.read_text())["eps"] == pytest.approx(8 / 255)
+
+
+def test_a_guessed_input_spec_is_said_and_recorded(cli, tmp_path):
+    weights = load_file(str(default_checkpoint() / "model.safetensors"))
+    torch.save({"state_dict": {"module." + k: v for k, v in weights.items()}}, tmp_path / "foreign.pt")
+    report = tmp_path / "e.json"
+    result = cli("evaluate", "--checkpoint", tmp_path / "foreign.pt", "--dataset", "fashion-mnist", "--limit-test",
+                 "20", "--attacks", "clean", "--json", report, "--dataset", "digits")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    guess = "guessed the input of foreign.pt: 32 px, mean 0, std 1 (from its 3x3 stem: CIFAR-style); set it with --input-size, --mean, --std"
+    assert f"warning: {guess}" in result.output.splitlines()
+    data = json.loads(report.read_text())
+    assert data["input_guess"] == guess and data["input"]["size"] == 32
+    exact = cli("evaluate", "--checkpoint", tmp_path / "foreign.pt", "--dataset", "digits", "--limit-test", "20",
+                "--attacks", "clean", "--input-size", "28", "--mean", "0.286", "--std", "0.353")  # fmt: skip
+    assert exact.exit_code == 0 and "guessed" not in exact.output

@@ -45,7 +45,7 @@ def test_demo_pipeline_writes_runs_report_and_figure(tmp_path, monkeypatch, cli)
     assert json.loads((tmp_path / "d" / "vanilla" / "summary.json").read_text()) == summary
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @needs_fashion_mnist
 def test_reproduction_study_quick_mode(tmp_path):
     runs = "vanilla lr=0.1,autolora (paper),autolora,no pre-training (vanilla lr=0.1)"

@@ -200,3 +200,10 @@ def test_load_branch_reads_the_rank_and_refuses_a_mismatch():
     del saved[next(iter(saved))]
     with pytest.raises(CheckpointError, match="do not fit"):
         load_branch(plain, saved)
+
+
+def test_a_second_inject_says_the_model_is_already_branched():
+    model = torchvision.models.resnet18(num_classes=10)
+    inject(model, rank=4)
+    with pytest.raises(ValueError, match="already has low-rank branches"):
+        inject(model, rank=4)

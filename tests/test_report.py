@@ -11,7 +11,7 @@ import pytest
 from autolora.errors import AutoLoraError
 from autolora.fileio import write_json
 from autolora.report import load_run, load_runs, markdown_table, write_report
-from autolora.report.report import format_eps, table_rows
+from autolora.report.report import figure_title, format_eps, table_rows
 
 
 def _summary(method: str, dataset: str, **extra: Any) -> dict[str, Any]:
@@ -171,3 +171,36 @@ def test_cli_refuses_a_bad_directory(cli, tmp_path: Path) -> None:
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot report on") and "nothing-here" in lines[0]
+
+
+def test_a_folder_of_runs_is_reported_as_its_runs(cli, runs: list[Path], tmp_path: Path) -> None:
+    assert [r.label for r in load_runs([tmp_path])] == ["autolora", "pre", "vanilla"]
+    result = cli("report", tmp_path, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+
+
+def test_the_terminal_table_fits_80_columns(cli, tmp_path: Path) -> None:
+    aa = {"autoattack": {"version": "standard", "n": 100}, "warnings": []}
+    demo = [
+        _run(tmp_path / "demo" / "autolora", _summary("autolora", "digits", eps=0.1, autoattack_acc=0.74, n_test=360,
+                                                      epochs=40, evaluation=aa), _rows(True)),
+        _run(tmp_path / "demo" / "vanilla", _summary("vanilla", "digits", eps=0.1, autoattack_acc=0.41, n_test=360,
+                                                     epochs=24, evaluation=aa), _rows(False)),
+    ]  # fmt: skip
+    result = cli("report", *demo, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any("test accuracy, dataset digits, eps 0.1" in line for line in lines)
+    assert any(line.split()[:2] == ["autolora", "autolora"] and "74.00 (n=100)" in line for line in lines)
+
+
+def test_the_comparison_figure_names_its_setting_and_shows_every_runs_lr(runs, tmp_path, monkeypatch) -> None:
+    from autolora.report import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "draw_lr", lambda ax, rows, label="": drawn.append(label))
+    records = load_runs(runs[:2])
+    assert figure_title(records) == "cifar10, eps 8/255 (Linf): autolora vs vanilla"
+    write_report(records, tmp_path / "out")
+    assert drawn == ["autolora", "vanilla"] and (tmp_path / "out" / "comparison.png").stat().st_size > 1000

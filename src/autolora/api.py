@@ -16,6 +16,7 @@ from .eval import EvalConfig, evaluate
 from .inputs import InputSpec
 from .models import ImageClassifier, InputOverrides, create_model, load_classifier
 from .report.plots import plot_run_curves
+from .progress import Progress, no_progress
 from .runtime import provenance, resolve_device
 from .train.config import TrainConfig
 from .train.progress import Reporter, SilentReporter
@@ -157,6 +158,7 @@ def finetune(
             "checkpoint": str(checkpoint),
             "layout": load_report.layout,
             "notes": load_report.notes,
+            "input_guess": load_report.input_guess,
             "model": source.to_dict(),
         },
         "provenance": provenance(config.seed, command),
@@ -183,8 +185,12 @@ def evaluate_checkpoint(
     architecture: str | None = None,
     overrides: InputOverrides = InputOverrides(),
     device: str = "auto",
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on a data set's test split (the checkpoint's head must fit its classes)."""
+    """Evaluate a checkpoint on a data set's test split (the checkpoint's head must fit its classes).
+
+    The results name the input spec used, and ``input_guess`` says which of it was guessed.
+    """
     torch_device = resolve_device(device)
     model, record, load_report = load_classifier(checkpoint, architecture=architecture, overrides=overrides)
     data = prepare_data(data_config, validation=False, image_size=model.spec.size)
@@ -196,11 +202,12 @@ def evaluate_checkpoint(
             "evaluate on the data set it was trained for (or pick --classes)"
         )
     model.to(torch_device)
-    results = evaluate(model, data.test, model.spec, config, torch_device)
+    results = evaluate(model, data.test, model.spec, config, torch_device, progress)
     return {
         "checkpoint": str(checkpoint),
         "architecture": record.architecture,
         "dataset": data.name,
         "layout": load_report.layout,
+        "input_guess": load_report.input_guess,
         **results,
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from .data import DataConfig
 from .attacks import Threat
 from .eval import EvalConfig
 from .report.report import write_report
+from .shipped import shipped_root
 from .train import TrainConfig, get_method
 from .train.progress import Reporter
 
@@ -21,7 +21,7 @@ THREAT = Threat(EPS)  # L-inf, eps 0.1: the budget the shipped source model was 
 
 def default_checkpoint() -> Path:
     """The robust source model shipped inside the package (PGD-AT on Fashion-MNIST, eps 0.1)."""
-    return Path(str(resources.files("autolora") / "checkpoints" / "fmnist-resnet8"))
+    return shipped_root() / "fmnist-resnet8"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError, ConfigError
 from ..fileio import write_json
+from ..progress import Progress, no_progress
 from .pgd import evaluating
 from .threat import threat_model
 
@@ -178,6 +179,24 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
     )
 
 
+def _attack_robust(
+    adversary: Any, x: Tensor, y: Tensor, robust: Tensor, batch_size: int, progress: Progress
+) -> None:
+    """Run the adversary's one attack on the points still ``robust``, batch by batch; clear those it breaks.
+
+    The package seeds every batch alike, so batches of ``batch_size`` give what one call would.
+    """
+    index = robust.nonzero().flatten()
+    chunks = index.split(batch_size) if len(index) else ()  # split() of nothing gives one empty chunk
+    name = adversary.attacks_to_run[0]
+    with progress(len(chunks), f"AutoAttack {name} on {len(index)}/{len(x)} still robust") as advance:
+        for chunk in chunks:
+            # the package's own verdict per point (its y_adv), not a second forward pass of ours
+            _, y_adv = adversary.run_standard_evaluation(x[chunk], y[chunk], batch_size=batch_size)
+            robust[chunk[y_adv.to(y.device) != y[chunk]]] = False
+            advance()
+
+
 def run_autoattack(
     model: nn.Module,
     x: Tensor,
@@ -189,6 +208,7 @@ def run_autoattack(
     batch_size: int = 256,
     seed: int = 0,
     state_path: Path | None = None,
+    progress: Progress = no_progress,
 ) -> AutoAttackResult:
     """Run AutoAttack on ``(x, y)`` and return the combined worst-case robust accuracy.
 
@@ -196,6 +216,7 @@ def run_autoattack(
     APGD-T only. The targeted attacks use at most ``num_classes - 1`` target classes.
     ``state_path`` makes a long evaluation resumable: a rerun with the same file (same model,
     examples and settings) skips the attacks that already ran and keeps the points they broke.
+    ``progress`` hears of each batch of each attack, which runs on the points still robust.
     """
     if version not in VERSIONS:
         raise ConfigError("autoattack-version", version, f"choose one of: {', '.join(VERSIONS)}")
@@ -218,12 +239,8 @@ def run_autoattack(
             for attack in attacks:
                 if attack in state.done:
                     continue
-                index = robust.nonzero().flatten()
-                if len(index):
-                    adversary.attacks_to_run = [attack]
-                    # the package's own verdict per point (its y_adv), not a second forward pass of ours
-                    _, y_adv = adversary.run_standard_evaluation(x[index], y[index], batch_size=batch_size)
-                    robust[index[y_adv.to(y.device) != y[index]]] = False
+                adversary.attacks_to_run = [attack]
+                _attack_robust(adversary, x, y, robust, batch_size, progress)
                 state.robust, state.done[attack] = robust.tolist(), robust.float().mean().item()
                 state.save(state_path)
             _square_check(state, logger)

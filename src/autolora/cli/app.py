@@ -5,15 +5,37 @@ from __future__ import annotations
 import functools
 import shlex
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
+from .. import __version__
 from ..errors import AutoLoraError
-from .reporter import configure_logging, fail
+from .reporter import configure_logging, fail, out
+
+class _FlagsWithoutType:
+    """Help that shows flags (``--help`` included) without typer's ``<bool>`` type."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsWithoutType, TyperCommand):
+    pass
+
+
+class _Group(_FlagsWithoutType, TyperGroup):
+    pass
+
 
 app = typer.Typer(
     name="autolora",
+    cls=_Group,
     help="Automated robust fine-tuning (AutoLoRa, ICLR 2024): no learning rate or loss weights to tune.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -21,6 +43,21 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"autolora {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", help="Show the version and exit.", callback=_show_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Automated robust fine-tuning (AutoLoRa, ICLR 2024): no learning rate or loss weights to tune."""
 
 
 def command(name: str, example: str) -> Callable[[F], F]:
@@ -40,7 +77,7 @@ def command(name: str, example: str) -> Callable[[F], F]:
                 fail("interrupted", code=130)
 
         epilog = f"Example: {example}"
-        app.command(name, epilog=epilog)(wrapper)
+        app.command(name, epilog=epilog, cls=_Command)(wrapper)
         return fn
 
     return decorate

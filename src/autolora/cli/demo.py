@@ -10,7 +10,7 @@ import typer
 
 from ..demo import run_demo
 from ..report.report import load_runs
-from ..train.progress import format_duration
+from ..progress import format_duration
 from . import options as o
 from .app import command
 from .report import print_table

@@ -1,4 +1,4 @@
-"""``autolora models`` and ``autolora datasets``: what the registries hold."""
+"""``autolora models``, ``datasets``, ``methods`` and ``checkpoints``: what the registries and the package hold."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from rich.table import Table
 
 from ..data import SourceOptions, is_present, list_datasets
 from ..models import list_models
+from ..report.report import format_eps, percent
+from ..run_settings import recorded_threat
+from ..shipped import shipped_checkpoints
 from ..train import METHODS
 from .app import command
 from .options import DataDir, Debug
@@ -55,3 +58,20 @@ def methods(debug: Debug = False) -> None:
         out.print(f"[bold]{row.pop('method')}[/]{aliases}", highlight=False)
         for key, value in row.items():
             out.print(f"  {key + ':':<18}{value}", highlight=False)
+
+
+@command("checkpoints", "autolora evaluate --checkpoint fmnist-resnet8")
+def checkpoints(debug: Debug = False) -> None:
+    """List the checkpoints shipped with autolora; pass a name as --checkpoint."""
+    table = Table("name", "model", "trained on", "eps", "clean %", "PGD-20 %", "AA %")
+    for shipped in shipped_checkpoints():
+        config, evaluation = shipped.config, shipped.evaluation
+        attack = recorded_threat(config)
+        table.add_row(
+            shipped.name,
+            config["model"]["architecture"],
+            config.get("data", {}).get("dataset", "-"),
+            format_eps(attack.get("eps"), attack.get("norm")),
+            *(percent(evaluation.get(key)) for key in ("clean_acc", "pgd_acc", "autoattack_acc")),
+        )
+    out.print(table)

@@ -16,7 +16,7 @@ from .app import command
 from .reporter import out
 
 RunDirs = Annotated[
-    list[Path], typer.Argument(metavar="RUN_DIR", help="Run directories written by pretrain or finetune.")
+    list[Path], typer.Argument(metavar="RUN_DIR", help="Runs written by pretrain or finetune, or folders of runs.")
 ]
 ReportDir = Annotated[Path, typer.Option("--out", help="Folder to write report.md and comparison.png to.")]
 
@@ -30,13 +30,23 @@ def report(run_dirs: RunDirs, out_dir: ReportDir = Path("."), debug: o.Debug = F
     out.print(f"wrote {path}", highlight=False)
 
 
+SHARED = ("dataset", "eps")  # columns that move into the title when every run has the same value
+
+
 def print_table(runs: list[RunRecord]) -> None:
-    """The runs' test accuracies as a terminal table, then their evaluation warnings."""
-    table = Table(title="test accuracy", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for name, right in COLUMNS:  # fold, not truncate, on a narrow terminal: every cell stays readable
-        table.add_column(name, justify="right" if right else "left", overflow="fold")
-    for row in table_rows(runs):
-        table.add_row(*(escape(cell) for cell in row))
+    """The runs' test accuracies as a terminal table, then their evaluation warnings.
+
+    A data set or eps common to all runs goes into the title, so the table fits 80 columns.
+    """
+    rows = table_rows(runs)
+    shared = {i: rows[0][i] for i, (name, _) in enumerate(COLUMNS) if name in SHARED and len({r[i] for r in rows}) == 1}
+    title = "test accuracy" + "".join(f", {COLUMNS[i][0]} {value}" for i, value in shared.items())
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for i, (name, right) in enumerate(COLUMNS):  # fold, not truncate, on a narrow terminal: cells stay readable
+        if i not in shared:
+            table.add_column(name, justify="right" if right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for i, cell in enumerate(row) if i not in shared))
     out.print(table)
     for run in runs:
         for warning in warnings_of(run):

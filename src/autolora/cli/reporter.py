@@ -12,28 +12,44 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..train.progress import format_epoch
+from ..progress import PlainProgress
+from ..train.progress import EpochTable
 
 out = Console()
 err = Console(stderr=True)
 
 
+def warn(text: str) -> None:
+    """A ``warning: ...`` line on stderr."""
+    err.print("[yellow]warning:[/] " + escape(text), highlight=False, soft_wrap=True)
+
+
+def _plain_line(text: str) -> None:
+    err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 class RichReporter:
-    """Prints one line per epoch; shows a batch bar with ETA when the terminal is interactive."""
+    """Prints one line per epoch, and the progress of long phases: a bar with ETA on a terminal,
+    a plain line every few seconds in a log."""
+
+    def __init__(self, log_interval: float = 10.0) -> None:
+        self.table = EpochTable()
+        self.log_interval = log_interval  # seconds between plain progress lines when stderr is not a terminal
 
     def epoch(self, row: dict[str, Any], eta_seconds: float | None) -> None:
-        out.print(format_epoch(row, eta_seconds), markup=False, highlight=False)
+        self.message(self.table(row, eta_seconds))
 
     def message(self, text: str) -> None:
-        out.print(text, markup=False, highlight=False)
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def warning(self, text: str) -> None:
-        err.print("[yellow]warning:[/] " + escape(text), highlight=False)
+        warn(text)
 
     @contextlib.contextmanager
     def batches(self, total: int, description: str) -> Iterator[Callable[[], None]]:
         if not err.is_terminal:
-            yield lambda: None
+            with PlainProgress(_plain_line, self.log_interval)(total, description) as advance:
+                yield advance
             return
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err, transient=True) as progress:
@@ -43,7 +59,7 @@ class RichReporter:
 
 class _WarningHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        err.print("[yellow]warning:[/] " + escape(record.getMessage()), highlight=False)
+        warn(record.getMessage())
 
 
 def configure_logging() -> None:

@@ -28,7 +28,8 @@ def check_accuracies(clean: float | None, pgd: float | None, autoattack: float |
             )
         elif pgd - autoattack > MASKING_GAP:
             warnings.append(
-                f"PGD accuracy is {100 * (pgd - autoattack):.1f} points above AutoAttack's: "
+                f"PGD accuracy is {100 * (pgd - autoattack):.1f} points above AutoAttack's on the same {n} "
+                "examples (AutoAttack's subset, not the whole test split): "
                 "possible gradient masking; report AutoAttack"
             )
     return warnings

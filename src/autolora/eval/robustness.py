@@ -23,6 +23,7 @@ from ..data import BatchLoader, ImageSet
 from ..errors import ConfigError, check_choices
 from ..inputs import InputSpec
 from ..registry import Registry
+from ..progress import Progress, no_progress
 from .checks import check_accuracies
 from .corruptions import SEVERITIES, check_corruption_names
 from .metrics import AUTOATTACK, CLEAN, CORRUPTIONS
@@ -98,13 +99,20 @@ def _predict(model: nn.Module, x: Tensor) -> Tensor:
     return model(x).argmax(dim=1)
 
 
-def correct_flags(model: nn.Module, loader: BatchLoader, attack: PGD | None = None) -> Tensor:
+def correct_flags(
+    model: nn.Module,
+    loader: BatchLoader,
+    attack: PGD | None = None,
+    progress: Progress = no_progress,
+    description: str = "clean",
+) -> Tensor:
     """Per-example correctness (in loader order) on clean inputs, or on ``attack``'s examples.
 
     Under an attack an example counts as robust only if it is also classified correctly clean.
+    ``progress`` is told of each batch.
     """
     flags = []
-    with evaluating(model):
+    with evaluating(model), progress(len(loader), description) as advance:
         for x, y in loader.batches():
             correct = _predict(model, x) == y
             if attack is not None:
@@ -112,6 +120,7 @@ def correct_flags(model: nn.Module, loader: BatchLoader, attack: PGD | None = No
                     x_adv = attack(model, x, y)
                 correct &= _predict(model, x_adv) == y
             flags.append(correct)
+            advance()
     return torch.cat(flags) if flags else torch.zeros(0, dtype=torch.bool)
 
 
@@ -135,6 +144,7 @@ class EvalContext:
     images: ImageSet
     loader: BatchLoader
     config: EvalConfig
+    progress: Progress = no_progress
     flags: dict[str, Tensor] = field(default_factory=dict)  # per-example correctness, by evaluation
     warnings: list[str] = field(default_factory=list)
 
@@ -155,13 +165,13 @@ def evaluation(
 
 @evaluation("clean", "accuracy on the clean test images")
 def _clean(ctx: EvalContext) -> dict[str, Any]:
-    ctx.flags["clean"] = correct_flags(ctx.model, ctx.loader)
+    ctx.flags["clean"] = correct_flags(ctx.model, ctx.loader, progress=ctx.progress)
     return {CLEAN.key: _mean(ctx.flags["clean"])}
 
 
 @evaluation("pgd", "PGD (random start, eps/4 steps, each example's worst iterate)", needs=("clean",))
 def _pgd(ctx: EvalContext) -> dict[str, Any]:
-    ctx.flags["pgd"] = correct_flags(ctx.model, ctx.loader, ctx.config.pgd())
+    ctx.flags["pgd"] = correct_flags(ctx.model, ctx.loader, ctx.config.pgd(), ctx.progress, f"PGD-{ctx.config.pgd_steps}")
     return {PGD_METRIC.key: _mean(ctx.flags["pgd"]), "pgd": ctx.config.pgd_settings()}
 
 
@@ -188,6 +198,7 @@ def _autoattack(ctx: EvalContext) -> dict[str, Any]:
         batch_size=config.batch_size,
         seed=config.seed,
         state_path=config.autoattack_state,
+        progress=ctx.progress,
     )
     same = {"n": aa.n, CLEAN.key: _mean(ctx.flags["clean"][subset])}
     if "pgd" in ctx.flags:
@@ -213,18 +224,23 @@ def _plan(attacks: tuple[str, ...]) -> list[str]:
 
 
 def evaluate(
-    model: nn.Module, images: ImageSet, spec: InputSpec, config: EvalConfig, device: torch.device
+    model: nn.Module,
+    images: ImageSet,
+    spec: InputSpec,
+    config: EvalConfig,
+    device: torch.device,
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """Measure what ``config.attacks`` asks on ``images``; accuracies are fractions in [0, 1].
 
     Clean and PGD accuracy use every example; AutoAttack uses all of them or a seeded subset
     of ``autoattack_n``, on which clean and PGD accuracy are reported too, so the ordering
     AA <= PGD <= clean is checked on the same examples. The result states the threat model,
-    the number of examples and the input spec it used.
+    the number of examples and the input spec it used. ``progress`` hears of every batch.
     """
     threat = config.budget
     torch.manual_seed(config.seed)
-    ctx = EvalContext(model, images, BatchLoader(images, spec, config.batch_size, device), config)
+    ctx = EvalContext(model, images, BatchLoader(images, spec, config.batch_size, device), config, progress)
     result: dict[str, Any] = {"n": len(images), **threat.to_dict(), "input": spec.to_dict()}
     seconds: dict[str, float] = {}
     for name in _plan(config.attacks):

@@ -9,6 +9,7 @@ prefixes) and their architecture read from the weights' names and shapes.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from .classifier import ImageClassifier
 from .registry import create_model
 from .timm_models import is_timm, read_hub_config
 
+log = logging.getLogger(__name__)
 RUN_WEIGHTS = "model.safetensors"
 RUN_CONFIG = "config.json"
 RUN_FORMAT = "autolora-run/1"
@@ -84,6 +86,7 @@ class LoadReport:
     layout: str
     architecture: str
     notes: list[str] = field(default_factory=list)
+    input_guess: str | None = None  # what of the input spec was guessed, from what, and the flags that set it
 
 
 @dataclass(frozen=True)
@@ -121,13 +124,58 @@ def save_run_model(
 # --------------------------------------------------------------------------- reading raw tensors
 
 
+_NOT_CHECKPOINTS = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+)
+_UNSAFE_GLOBAL = re.compile(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)")
+_JSON_START = re.compile(rb"\s*(\{|\[\s*[\[{\"\-\d\]])")
+
+
+def file_kind(head: bytes) -> str:
+    """``"safetensors"``, ``"torch"`` (zip or legacy pickle), or what the first bytes say the file is instead."""
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04") or (len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        return "torch"
+    kind = next((kind for magic, kind in _NOT_CHECKPOINTS if head.startswith(magic)), None)
+    if kind is not None:
+        return kind
+    if b"\x00" in head:
+        return "a binary file of unknown format"
+    return "a JSON file" if _JSON_START.match(head) else "a text file"
+
+
+def _refuse_unsafe(path: Path, exc: pickle.UnpicklingError) -> CheckpointError:
+    found = _UNSAFE_GLOBAL.search(str(exc))
+    what = f"names {found.group(1)}, code" if found else "holds objects other than tensors and plain containers"
+    return CheckpointError(
+        f"refusing to load {path}: its pickle {what} that loading could run; "
+        "re-save its state dict as safetensors where you trust it"
+    )
+
+
 def read_tensors(path: Path) -> dict[str, Any]:
-    """Read a weights file without running pickled code: safetensors, or torch with weights_only."""
+    """Read a weights file without running pickled code: safetensors, or torch with weights_only.
+
+    The first bytes decide: a file that is neither (an image, JSON, text) is refused as not a
+    checkpoint before any loader sees it.
+    """
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty")
-    if path.suffix == ".safetensors":
+    with path.open("rb") as handle:
+        kind = file_kind(handle.read(256))
+    if kind not in ("safetensors", "torch"):
+        raise CheckpointError(
+            f"{path} is not a checkpoint but {kind}; give a run directory or a weights file "
+            "(.safetensors, or .pt/.pth from torch.save)"
+        )
+    if kind == "safetensors":
         try:
             return dict(load_file(str(path)))
         except (SafetensorError, OSError, ValueError) as exc:
@@ -136,12 +184,9 @@ def read_tensors(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
-            raise CheckpointError(
-                f"refusing to load {path}: it holds pickled objects other than tensors and plain "
-                "containers, which could run code; re-save its state dict as safetensors where you trust it"
-            ) from None
+            raise _refuse_unsafe(path, exc) from None
         raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated?): {exc}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated?): {first_line}") from None
 
@@ -269,6 +314,27 @@ def _apply_overrides(spec: InputSpec, overrides: InputOverrides) -> InputSpec:
     return overrides.apply(spec)
 
 
+def input_guess(
+    name: str, spec: InputSpec, why: str, carried: InputSpec | None, overrides: InputOverrides
+) -> str | None:
+    """One line naming the parts of ``spec`` that neither the file ``name`` nor the user gave, or None."""
+    guessed = []
+    if overrides.size is None:
+        guessed.append((f"{spec.size} px", "--input-size"))
+    if carried is None and overrides.mean is None:
+        guessed.append((f"mean {_floats(spec.mean)}", "--mean"))
+    if carried is None and overrides.std is None:
+        guessed.append((f"std {_floats(spec.std)}", "--std"))
+    if not guessed:
+        return None
+    values, flags = ", ".join(v for v, _ in guessed), ", ".join(f for _, f in guessed)
+    return f"guessed the input of {name}: {values} (from its {why.split(',')[0]}); set it with {flags}"
+
+
+def _floats(values: tuple[float, ...]) -> str:
+    return ",".join(f"{v:.4g}" for v in values)
+
+
 def load_state_strict(model: ImageClassifier, state: dict[str, Tensor], path: str, *, drop_head: bool) -> list[str]:
     """Load ``state`` into ``model``; every key must match in name and shape, except a dropped head."""
     notes = []
@@ -355,12 +421,14 @@ def load_classifier(
     spec, why = infer_input_spec(torch_state, carried)
     spec = _apply_overrides(spec, overrides)
     notes.append(f"input spec: {why}")
+    guess = input_guess(path.name, spec, why, carried, overrides)
+    if guess is not None:
+        log.warning(guess)
     head = torch_state.get("fc.weight")
     small_stem = torch_state["conv1.weight"].shape[-1] == 3
     record = ModelRecord(arch, int(head.shape[0]) if head is not None else 0, spec, small_stem)
     model, record, load_notes = _build_and_load(record, to_classifier_keys(torch_state), num_classes, str(path))
-    report = LoadReport(str(path), layout, arch, notes + load_notes)
-    return model, record, report
+    return model, record, LoadReport(str(path), layout, arch, notes + load_notes, guess)
 
 
 def _build_and_load(

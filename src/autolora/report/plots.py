@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from ..train.run_dir import CURVES, METRICS, read_metrics  # noqa: E402
 
@@ -89,23 +90,30 @@ def save_figure(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def compare_runs(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: Path) -> Path:
-    """Every run's validation accuracy on shared axes, and the AutoLoRa runs' scalars and LR."""
+EVENT_LABEL = "thin vertical line: LR halved / rolled back, or stop"
+
+
+def compare_runs(runs: Sequence[tuple[str, list[dict[str, Any]]]], path: Path, title: str = "") -> Path:
+    """Every run's validation accuracy and LR on shared axes, and the AutoLoRa runs' scalars."""
     auto = [(label, rows) for label, rows in runs if _has(rows, "lambda1")]
-    panels = 1 + (2 if auto else 1)
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6), squeeze=False)
+    panels = 2 + bool(auto)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.8), squeeze=False)
     for label, rows in runs:
         draw_accuracy(axes[0][0], rows, label)
     axes[0][0].set_title("validation accuracy (robust solid, clean dashed)", fontsize=9)
+    if any(row.get("event") for _, rows in runs for row in rows):
+        axes[0][0].add_line(Line2D([], [], color="grey", alpha=0.4, lw=1, label=EVENT_LABEL))
     if auto:
         for label, rows in auto:
             draw_scalars(axes[0][1], rows, label)
         axes[0][1].set_title("AutoLoRa loss scalars", fontsize=9)
-    for label, rows in auto or runs:
+    for label, rows in runs:
         draw_lr(axes[0][-1], rows, label)
     axes[0][-1].set_title("learning rate", fontsize=9)
     for ax in axes[0]:
         _legend(ax)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
     return path

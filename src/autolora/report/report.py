@@ -12,7 +12,7 @@ from urllib.parse import quote
 from ..errors import AutoLoraError
 from ..fileio import read_json, write_text
 from ..models.checkpoint import RUN_CONFIG
-from ..train.progress import format_duration
+from ..progress import format_duration
 from ..train.run_dir import CURVES, METRICS, SUMMARY, read_metrics
 from .plots import compare_runs
 
@@ -111,11 +111,19 @@ def unique_labels(paths: Sequence[Path]) -> list[str]:
     return labels
 
 
+def expand_runs(path: Path) -> list[Path]:
+    """``path`` itself, or, for a folder of runs (``autolora-demo/``), the runs inside it."""
+    if not path.is_dir() or (path / SUMMARY).exists():
+        return [path]
+    inside = sorted(p for p in path.iterdir() if (p / SUMMARY).is_file())
+    return inside or [path]
+
+
 def load_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
-    """Load several runs, labelled uniquely."""
+    """Load several runs (or folders of runs), labelled uniquely."""
     if not paths:
         raise AutoLoraError("no run directories given: name at least one")
-    run_paths = [Path(p) for p in paths]
+    run_paths = [run for p in paths for run in expand_runs(Path(p))]
     return [load_run(p, label) for p, label in zip(run_paths, unique_labels(run_paths), strict=True)]
 
 
@@ -228,6 +236,16 @@ def _markdown(runs: Sequence[RunRecord], out_dir: Path, comparison: Path | None)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _setting(run: RunRecord) -> str:
+    s = run.summary
+    return f"{s.get('dataset', '?')}, eps {format_eps(s.get('eps'), None)} ({s.get('norm') or 'Linf'})"
+
+
+def figure_title(runs: Sequence[RunRecord]) -> str:
+    """``digits, eps 0.1 (Linf): autolora vs vanilla``: what the comparison figure shows."""
+    return f"{'; '.join(sorted({_setting(r) for r in runs}))}: {' vs '.join(r.label for r in runs)}"
+
+
 def write_report(runs: Sequence[str | Path] | Sequence[RunRecord], out_dir: str | Path | None = None) -> Path:
     """Write ``report.md`` (and ``comparison.png`` when a run has metrics) to ``out_dir`` (default: here)."""
     records = list(runs) if runs and all(isinstance(r, RunRecord) for r in runs) else load_runs(runs)
@@ -237,7 +255,7 @@ def write_report(runs: Sequence[str | Path] | Sequence[RunRecord], out_dir: str 
     with_metrics = [(r.label, r.metrics) for r in records if r.metrics]
     report = out / REPORT
     try:
-        comparison = compare_runs(with_metrics, out / COMPARISON) if with_metrics else None
+        comparison = compare_runs(with_metrics, out / COMPARISON, figure_title(records)) if with_metrics else None
         write_text(report, _markdown(records, out, comparison))
     except OSError as exc:
         raise AutoLoraError(f"cannot write the report to {out}: {exc.strerror or exc}") from None

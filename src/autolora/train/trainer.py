@@ -461,7 +461,7 @@ class Trainer:
         model = self.exported_model()
         started = time.perf_counter()
         evaluation = replace(self.config.evaluation, autoattack_state=self.run.file(AUTOATTACK_STATE))
-        results = evaluate(model, self.data.test, model.spec, evaluation, self.device)
+        results = evaluate(model, self.data.test, model.spec, evaluation, self.device, self.reporter.batches)
         self.timing.test += time.perf_counter() - started
         summary = self._summary(results)
         save_run_model(self.run.path, model, self.architecture, self.record | {"training": self.config.to_dict()})
@@ -491,6 +491,7 @@ class Trainer:
             "initial_lr": self.schedule.initial_lr,
             "lr_search": self.lr_search,
             "data": self.data.sizes(),
+            "input_guess": (self.record.get("source") or {}).get("input_guess"),
             "evaluation": results,
             **self.timing.summary(),
             **asdict(self.compute),
