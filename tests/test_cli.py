@@ -158,7 +158,8 @@ def test_tiny_finetune_for_every_method(cli, tmp_path, source_run, method):
     )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2]
+    # autolora's default recipe makes an epoch at least 8 optimizer steps: both passes in one
+    assert [r["epoch"] for r in rows] == ([1] if method == "autolora" else [1, 2])
     required = {"epoch", "lr", "train_loss", "val_clean_acc", "val_robust_acc", "seconds"}
     assert required <= set(rows[0])
     if method == "autolora":

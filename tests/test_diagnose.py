@@ -42,7 +42,8 @@ def test_the_command_follows_a_run_over_its_snapshots(cli, tmp_path, tiny_model)
     save_run_model(tmp_path / "source", tiny_model, "resnet8")
     run = tmp_path / "run"
     trained = cli("finetune", "--checkpoint", tmp_path / "source", "--dataset", "digits", "--limit-train", "150",
-                  "--limit-test", "20", "--eps", "0.1", "--attack-steps", "1", "--max-epochs", "2", "--save-every", "1",
+                  "--limit-test", "20", "--eps", "0.1", "--attack-steps", "1", "--epochs", "2", "--save-every", "1",
+                  "--recipe", "paper",
                   "--batch-size", "50", "--out", run, "--device", "cpu")  # fmt: skip
     assert trained.exit_code == 0, trained.output
     assert (run / "snapshots" / "epoch-002" / "branch.safetensors").exists()

@@ -44,7 +44,7 @@ def test_two_processes_train_on_the_same_global_batch(tmp_path, source):
             "--checkpoint",
             source,
             *TINY,
-            "--max-epochs",
+            "--epochs",
             "1",
             "--out",
             tmp_path / f"p{processes}",
@@ -62,7 +62,7 @@ def test_two_processes_train_on_the_same_global_batch(tmp_path, source):
 def test_two_processes_make_the_same_lr_decisions(tmp_path, source):
     # a learning rate so small that training cannot separate the runs: the rule must halve at the same epochs
     for processes in (1, 2):
-        _run(processes, "finetune", "--checkpoint", source, *TINY, "--max-epochs", "9", "--lr", "1e-6",
+        _run(processes, "finetune", "--checkpoint", source, *TINY, "--epochs", "9", "--lr", "1e-6", "--recipe", "paper",
              "--out", tmp_path / f"p{processes}")  # fmt: skip
     decisions = [[(r["lr"], r["event"]) for r in _rows(tmp_path / f"p{p}")] for p in (1, 2)]
     assert decisions[0] == decisions[1]

@@ -106,7 +106,8 @@ def test_aliases_resolve_to_the_method_the_paper_means():
 
 def test_method_defaults_fill_the_config():
     autolora = TrainConfig(method="autolora")
-    assert (autolora.lr, autolora.epochs, autolora.head_init) == (None, 40, "linear")  # lr: found by a range test
+    assert (autolora.lr, autolora.epochs, autolora.head_init, autolora.period_steps) == (0.1, 40, "zero", 8)
+    assert TrainConfig(method="autolora", find_lr=True).lr is None  # found by a range test
     roli = TrainConfig(method="roli")
     assert (roli.lr, roli.epochs, roli.head_init) == (0.01, 30, "robust-linear")
     assert TrainConfig(method="vanilla", head_init="robust-linear").head_init == "robust-linear"
@@ -295,9 +296,10 @@ def test_an_epoch_repeats_the_data_to_reach_its_period_in_optimizer_steps(tmp_pa
 def test_the_range_test_chooses_a_tenth_of_the_best_rate():
     from autolora.train.lr_search import RangeTest, lr_range_test
 
-    # a loss that falls while lr < 0.2 and blows up beyond: the best rate is about 0.2
+    # a loss that falls while lr < 0.2 and blows up beyond: the edge is about 0.2
     result = lr_range_test(lambda lr: 1.0 - lr if lr < 0.2 else 10 * lr, RangeTest(steps=40))
-    assert 0.01 <= result.lr <= 0.03 and len(result.lrs) < 40  # stopped once the loss blew up
+    assert 0.1 <= result.lr <= 0.2 and len(result.lrs) < 40  # stopped once the loss blew up
+    assert lr_range_test(lambda lr: 1.0 - lr if lr < 0.2 else 10 * lr, RangeTest(steps=40, divisor=10)).lr < 0.03
     assert lr_range_test(lambda lr: float("nan")).lr == RangeTest().lr_min
 
 
@@ -308,8 +310,8 @@ def test_the_lr_search_restores_the_model_and_sets_the_schedule(tmp_path, tiny_m
 
     data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=20))
     tiny_model.reset_classifier(5)
-    config = TrainConfig(method="autolora", batch_size=50, threat=Threat(0.1), attack_steps=1)
-    assert config.lr is None and config.head_init == "linear" and config.period_steps == 20
+    config = TrainConfig(method="autolora", batch_size=50, threat=Threat(0.1), attack_steps=1, find_lr=True,
+                         head_init="linear")  # fmt: skip
     run = RunDirectory(tmp_path / "run")
     run.open()
     trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))

@@ -7,7 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
-from autolora.attacks import run_autoattack
+from autolora.attacks import Threat, run_autoattack
 from autolora.cli.reporter import RichReporter
 from autolora.eval import EvalConfig, evaluate
 from autolora.progress import PlainProgress
@@ -56,7 +56,7 @@ def test_plain_progress_is_quiet_for_short_phases_and_throttled_for_long_ones():
 def test_evaluation_reports_every_batch_of_every_phase(tiny_model):
     images = random_images(20)
     recorder = Recorder()
-    config = EvalConfig(("clean", "pgd", "autoattack"), eps=0.05, pgd_steps=2, autoattack_version="fast",
+    config = EvalConfig(("clean", "pgd", "autoattack"), threat=Threat(0.05), pgd_steps=2, autoattack_version="fast",
                         batch_size=8)  # fmt: skip
     result = evaluate(tiny_model, images, tiny_model.spec, config, torch.device("cpu"), recorder)
     names = [phase[0] for phase in recorder.phases]

@@ -54,7 +54,7 @@ def source(tmp_path, tiny_model) -> Path:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path, source):
-    common = ["finetune", "--checkpoint", source, *TINY_FINETUNE, "--max-epochs", "6"]
+    common = ["finetune", "--checkpoint", source, *TINY_FINETUNE, "--epochs", "6"]
     _autolora(*common, "--out", tmp_path / "whole")
     killed = tmp_path / "killed"
     process = subprocess.Popen(
@@ -82,7 +82,7 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path, sour
 
 
 def test_resume_refuses_other_settings(tmp_path, source):
-    common = ["finetune", "--checkpoint", source, *TINY_FINETUNE, "--max-epochs", "1", "--out", tmp_path / "run"]
+    common = ["finetune", "--checkpoint", source, *TINY_FINETUNE, "--epochs", "1", "--out", tmp_path / "run"]
     _autolora(*common)
     other = _autolora(*common[:-2], "--rank", "4", "--out", tmp_path / "run", "--resume", check=False)
     assert other.returncode == 2 and "other settings" in other.stderr
@@ -193,13 +193,13 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_an_existing_run_is_neither_overwritten_nor_lost(tmp_path, source):
     run = tmp_path / "run"
-    _autolora("finetune", "--checkpoint", source, *TINY_FINETUNE, "--max-epochs", "1", "--out", run)
+    _autolora("finetune", "--checkpoint", source, *TINY_FINETUNE, "--epochs", "1", "--out", run)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    refused = _autolora("finetune", "--checkpoint", source, *TINY_FINETUNE, "--max-epochs", "1", "--out", run,
+    refused = _autolora("finetune", "--checkpoint", source, *TINY_FINETUNE, "--epochs", "1", "--out", run,
                         check=False)  # fmt: skip
     assert refused.returncode == 2 and "--overwrite" in refused.stderr
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
-    replaced = _autolora("finetune", "--checkpoint", source, *TINY_FINETUNE, "--max-epochs", "1", "--out", run,
+    replaced = _autolora("finetune", "--checkpoint", source, *TINY_FINETUNE, "--epochs", "1", "--out", run,
                          "--overwrite", "--seed", "4")  # fmt: skip
     assert replaced.returncode == 0
 
@@ -250,7 +250,8 @@ class _NaNAtEpoch:
 def test_a_nan_loss_stops_the_epoch_and_rolls_back(tmp_path, tiny_model, method, expect_continue):
     data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=30, seed=0))
     tiny_model.reset_classifier(5)
-    config = TrainConfig(method=method, epochs=4, lr=0.05, batch_size=50, threat=Threat(0.1), attack_steps=1)
+    config = TrainConfig(method=method, recipe="paper", epochs=4, lr=0.05, batch_size=50, threat=Threat(0.1),
+                         attack_steps=1)  # fmt: skip
     run = RunDirectory(tmp_path / method)
     run.open()
     trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))

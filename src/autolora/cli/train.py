@@ -118,7 +118,7 @@ def finetune(
     norm: o.Norm = "Linf",
     rank: Annotated[int, o.option("Rank of the low-rank branch (autolora).", o.METHOD)] = 8,
     epochs: Annotated[
-        int | None, o.option("Passes over the data (a cap where the method decides).", o.METHOD, "--epochs", "--max-epochs")
+        int | None, o.option("Passes over the data (a cap where the method decides).", o.METHOD)
     ] = None,
     lr: Annotated[float | None, o.option("LR (autolora: its rule's start; default: found).", o.METHOD)] = None,
     head_init: Annotated[str | None, o.option(f"Head start: {', '.join(HEAD_INITS)}.", o.METHOD)] = None,

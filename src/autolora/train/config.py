@@ -28,7 +28,7 @@ class TrainConfig:
 
     Fields left as None take the defaults of the method's ``recipe`` (see ``autolora
     methods``); for a method that decides its own length, ``epochs`` is a cap; an ``lr`` that
-    stays None is chosen by an LR range test when the run starts. The test evaluation always
+    stays None (or ``find_lr``) is chosen by an LR range test when the run starts. The test evaluation always
     uses the run's ``threat``: an ``evaluation`` given another one is refused.
     """
 
@@ -49,6 +49,7 @@ class TrainConfig:
     val_metric: str | None = None  # "robust_acc" or "robust_loss" (lower is better); None: the recipe's
     schedule: str | None = None  # None: the method's own
     head_init: str | None = None  # None: the method's own (zero for all but RoLI)
+    find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
     seed: int = 0
@@ -64,6 +65,8 @@ class TrainConfig:
         for name in ("lr", "epochs", "head_init", "period_steps", "val_metric"):
             if getattr(self, name) is None:
                 self._set(name, getattr(recipe, name))
+        if self.find_lr:
+            self._set("lr", None)  # the trainer runs the range test before the first epoch
         self._check()
         if self.evaluation.threat not in (None, self.threat):
             raise ConfigError(

@@ -2,9 +2,11 @@
 
 Smith (2017, "Cyclical Learning Rates for Training Neural Networks"): train for a few steps
 while the LR grows geometrically, and read the loss. The LR at which the smoothed loss is
-lowest is about where training becomes unstable; one tenth of it is a rate that still makes
-fast progress. The trainer runs the test on a copy of the state and restores it afterwards, so
-the test leaves no trace but its choice (recorded in the run's summary).
+lowest is about where training becomes unstable. A fixed schedule would start well below it
+(Smith's rule of thumb: a tenth); AutoLoRa's rule only ever halves the LR when progress stalls,
+so it starts at that edge (``divisor`` 1). The trainer runs the test on a copy of the state and
+restores it afterwards, so the test leaves no trace but its choice and its cost (recorded in the
+run's summary).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class RangeTest:
     lr_min: float = 1e-3
     lr_max: float = 1.0
     smoothing: float = 0.7  # weight of the running mean in the loss's exponential smoothing
-    divisor: float = 10.0  # the chosen LR: the best LR of the sweep divided by this
+    divisor: float = 1.0  # the chosen LR: the best LR of the sweep divided by this
 
     def lr(self, step: int) -> float:
         return self.lr_min * (self.lr_max / self.lr_min) ** (step / max(self.steps - 1, 1))

@@ -411,6 +411,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             (output.loss * len(y) * self.dist.world_size / info.global_size).backward()
             self.optimizer.step()
+            self.compute.optimizer_steps += 1  # thrown away, but spent: the search's cost counts
+            self.compute.attack_passes += self.config.attack_steps
             (loss,) = self.dist.all_sum(output.loss.item() * len(y) / info.global_size)
             return loss
 
