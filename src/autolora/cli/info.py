@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..data import SourceOptions, is_present, list_datasets
 from ..models import list_models
+from ..eval.metrics import AUTOATTACK, CLEAN, PGD
 from ..report.report import format_eps, percent
 from ..run_settings import recorded_threat
 from ..shipped import shipped_checkpoints
@@ -72,6 +73,6 @@ def checkpoints(debug: Debug = False) -> None:
             config["model"]["architecture"],
             config.get("data", {}).get("dataset", "-"),
             format_eps(attack.get("eps"), attack.get("norm")),
-            *(percent(evaluation.get(key)) for key in ("clean_acc", "pgd_acc", "autoattack_acc")),
+            *(percent(evaluation.get(m.key)) for m in (CLEAN, PGD, AUTOATTACK)),
         )
     out.print(table)

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
+from ..eval.metrics import AUTOATTACK, CLEAN, CORRUPTIONS, PGD, pgd_label
 from ..report.report import format_eps, percent
 from .reporter import out
 
@@ -17,10 +18,10 @@ def _columns(results: dict[str, Any]) -> list[tuple[str, str]]:
     aa_n = (results.get("autoattack") or {}).get("n", results.get("n"))
     subset = f" (n={aa_n})" if aa_n != results.get("n") else ""
     labels = {
-        "clean_acc": "clean %",
-        "pgd_acc": f"PGD-{steps} %",
-        "autoattack_acc": f"AutoAttack{subset} %",
-        "corruption_acc": "corruptions %",
+        CLEAN.key: f"{CLEAN.label} %",
+        PGD.key: f"{pgd_label(steps)} %",
+        AUTOATTACK.key: f"{AUTOATTACK.label}{subset} %",
+        CORRUPTIONS.key: f"{CORRUPTIONS.label} %",
     }
     return [(key, label) for key, label in labels.items() if key in results]
 

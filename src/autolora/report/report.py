@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import AutoLoraError
+from ..eval.metrics import AUTOATTACK, CLEAN, PGD
 from ..fileio import read_json, write_text
 from ..models.checkpoint import RUN_CONFIG
 from ..progress import format_duration
@@ -148,7 +149,7 @@ def _marked(value: str, marks: list[str]) -> str:
 
 def _pgd_cell(run: RunRecord) -> str:
     steps = (run.evaluation.get("pgd") or {}).get("steps")
-    return _marked(percent(run.summary.get("pgd_acc")), [f"{steps} steps"] if steps not in (None, 20) else [])
+    return _marked(percent(run.summary.get(PGD.key)), [f"{steps} steps"] if steps not in (None, 20) else [])
 
 
 def _autoattack_cell(run: RunRecord) -> str:
@@ -158,7 +159,7 @@ def _autoattack_cell(run: RunRecord) -> str:
     n, n_test = details.get("n"), run.summary.get("n_test")
     if n is not None and n_test is not None and n < n_test:
         marks.append(f"n={n}")
-    return _marked(percent(run.summary.get("autoattack_acc")), marks)
+    return _marked(percent(run.summary.get(AUTOATTACK.key)), marks)
 
 
 def wall_time(summary: dict[str, Any]) -> str:
@@ -178,7 +179,7 @@ def table_rows(runs: Sequence[RunRecord]) -> list[list[str]]:
                 str(s.get("method", "-")),
                 str(s.get("dataset", "-")),
                 format_eps(s.get("eps"), s.get("norm")),
-                percent(s.get("clean_acc")),
+                percent(s.get(CLEAN.key)),
                 _pgd_cell(run),
                 _autoattack_cell(run),
                 str(s.get("epochs", "-")),
