@@ -63,3 +63,23 @@ def test_reproduction_study_quick_mode(tmp_path):
     assert (tmp_path / "sensitivity.png").exists() and "| autolora |" in (tmp_path / "study.md").read_text()
     again = subprocess.run(command, capture_output=True, text=True, timeout=900)  # resumes: nothing to train
     assert again.returncode == 0 and "== digits" not in again.stdout
+
+
+def test_the_study_compares_twins_and_roli_with_autolora(tmp_path):
+    """A seconds-long run of the study's own code: every fine-tuning method on one task."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
+    study = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = study  # dataclasses look their module up there
+    spec.loader.exec_module(study)
+    tiny = study.Size(None, 1, 1, 20, 8, "fast", 1, 1)
+    runs = [r for r in study.RUNS if r.name in ("vanilla lr=0.1", "twins", "roli", "autolora")]
+    rows = study.run_study(["digits"], ["300"], [0], runs, tiny, tmp_path, autoattack=False)
+    by_run = {row["run"]: row for row in rows}
+    assert set(by_run) == {"vanilla lr=0.1", "twins", "roli", "autolora"}
+    assert by_run["roli"]["head_start"]["head_init"] == "robust-linear"
+    assert all(0 <= row["pgd_acc"] <= row["clean_acc"] <= 1 and row["optimizer_steps"] > 0 for row in rows)
+    table = study.aggregate(study.finished_rows(tmp_path))
+    assert "| twins |" in study.markdown(table, tiny) and "| roli |" in study.markdown(table, tiny)
+    assert study.verdicts(table)[0]["best_vanilla"] == "vanilla lr=0.1"
