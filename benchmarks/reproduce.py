@@ -279,7 +279,7 @@ def verdicts(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = "autoattack_acc" if auto["autoattack_acc"]["mean"] is not None else "pgd_acc"
         best = max(vanillas, key=lambda e: e[key]["mean"] or 0)
         se = best[key]["se"] or 0.0
-        grid_steps = sum(v["optimizer_steps"]["mean"] or 0 for v in vanillas)
+        grid_steps = sum(v["optimizer_steps"]["mean"] or 0 for v in vanillas) if len(vanillas) == len(VANILLA_LRS) else 0
         found.append({
             "task": task, "budget": budget, "metric": key, "best_vanilla": best["run"],
             "autolora_worst": auto[key]["worst"], "best_vanilla_mean": best[key]["mean"], "best_vanilla_se": se,
