@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -133,3 +134,34 @@ def robust_linear_probe(
         "train_loss": loss_sum / max(seen, 1),
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+@dataclass(frozen=True)
+class HeadStartContext:
+    """What a head start may use: the model, the training images (``loader(shuffle)``), the run's
+    training attack and random stream, and the processes."""
+
+    model: ImageClassifier
+    loader: Callable[[bool], BatchLoader]
+    attack: PGD
+    noise: BatchNoise
+    dist: DistContext = DistContext()
+
+
+def start_head(kind: str, context: HeadStartContext) -> dict[str, Any]:
+    """Run the head start ``kind`` (a key of ``HEAD_INITS``) and return what it did."""
+    if kind == "linear":
+        return linear_probe(context.model, context.loader(False), context.dist)
+    if kind == "robust-linear":
+        return robust_linear_probe(context.model, context.loader(True), context.attack, context.noise, dist=context.dist)
+    return {"head_init": kind}
+
+
+def describe_head_start(record: dict[str, Any]) -> str | None:
+    """One line on what a head start did, or None for a zero head."""
+    if record["head_init"] == "linear":
+        return f"head start: a linear probe on clean features, training accuracy {100 * record['train_acc']:.1f}%"
+    if record["head_init"] == "robust-linear":
+        return (f"head start: robust linear probing, {record['steps']} steps, robust training accuracy "
+                f"{100 * record['train_robust_acc']:.1f}%, {record['seconds']:.0f}s")  # fmt: skip
+    return None

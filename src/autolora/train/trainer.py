@@ -25,7 +25,7 @@ from ..eval.metrics import METRIC_KEYS
 from ..fileio import read_json, save_tensors, write_json
 from ..models import ImageClassifier, save_run_model
 from .config import TrainConfig
-from .head_start import linear_probe, robust_linear_probe
+from .head_start import HeadStartContext, describe_head_start, start_head
 from .lr_search import RangeTest, lr_range_test
 from .method import MethodContext
 from .methods import get_method
@@ -372,26 +372,19 @@ class Trainer:
         return mean * (self.schedule.max_epochs - self.schedule.epoch)
 
     def _start_head(self) -> None:
-        """Give the new head its start: RoLI's robust linear probe, a clean linear probe, or none (zero)."""
-        if self.config.head_init == "linear":
-            loader = self._loader(self.data.train, 2 * self.config.batch_size)
-            self.head_start = linear_probe(self.model, loader, self.dist)
-            self.reporter.message(f"head start: a linear probe on clean features, training accuracy "
-                                  f"{100 * self.head_start['train_acc']:.1f}%")  # fmt: skip
-            self.best_state = snapshot(self.model)
-        elif self.config.head_init == "robust-linear":
-            self.reporter.message("robust linear probing: training the head alone on PGD examples")
-            attack = self.config.attack(RandomStart.UNIFORM, noise=self.noise)
-            loader = BatchLoader(self.data.train, self.model.spec, self.config.batch_size, self.device, shuffle=True,
-                                 seed=self.config.seed, shard=self.dist.shard)  # fmt: skip
-            self.head_start = robust_linear_probe(self.model, loader, attack, self.noise, dist=self.dist)
-            self.reporter.message(
-                f"head start: {self.head_start['steps']} steps, robust training accuracy "
-                f"{100 * self.head_start['train_robust_acc']:.1f}%, {self.head_start['seconds']:.0f}s"
-            )
-            self.best_state = snapshot(self.model)
-        else:
-            self.head_start = {"head_init": self.config.head_init}
+        """Give the new head its start (``config.head_init``): a probe, or nothing for a zero head."""
+        cfg = self.config
+
+        def loader(shuffle: bool) -> BatchLoader:
+            return BatchLoader(self.data.train, self.model.spec, cfg.batch_size * (1 if shuffle else 2), self.device,
+                               shuffle=shuffle, seed=cfg.seed, shard=self.dist.shard)  # fmt: skip
+
+        attack = cfg.attack(RandomStart.UNIFORM, noise=self.noise)
+        self.head_start = start_head(cfg.head_init, HeadStartContext(self.model, loader, attack, self.noise, self.dist))
+        line = describe_head_start(self.head_start)
+        if line is not None:
+            self.reporter.message(line)
+            self.best_state = snapshot(self.model)  # a roll-back returns to the started head, not to zero
         self._save_state()
 
     def _search_lr(self) -> None:
