@@ -126,6 +126,7 @@ def bad_inputs(tmp_path, source):
                 ("pyproject.toml", "a text file"),
             )
         },
+        "text file, no data set named": (["evaluate", "--checkpoint", tmp_path / "notes.txt"], "a text file"),
         "other architecture": (
             [*evaluate, "--model", "resnet20"],
             "holds a resnet8, but the model was given as resnet20",

@@ -13,7 +13,7 @@ from ..attacks import Threat
 from ..errors import ConfigError
 from ..eval import EvalConfig
 from ..fileio import write_json
-from ..models import InputOverrides
+from ..models import InputOverrides, load_classifier
 from ..run_settings import resolve_settings
 from . import options as o
 from .app import command
@@ -65,6 +65,7 @@ def evaluate(
     }
     settings, overrides = resolve_settings(checkpoint, given)
     if settings["dataset"] is None:
+        load_classifier(checkpoint, architecture=model)  # a file that is no checkpoint at all says so first
         raise ConfigError("dataset", None, f"{checkpoint} records no data set: name one with --dataset")
     for line in overrides:
         warn(line)

@@ -120,7 +120,7 @@ def finetune(
     epochs: Annotated[
         int | None, o.option("Passes over the data (a cap where the method decides).", o.METHOD)
     ] = None,
-    lr: Annotated[float | None, o.option("LR (autolora: its rule's start; default: found).", o.METHOD)] = None,
+    lr: Annotated[float | None, o.option("LR (autolora: its rule's start). Default: the recipe's.", o.METHOD)] = None,
     head_init: Annotated[str | None, o.option(f"Head start: {', '.join(HEAD_INITS)}.", o.METHOD)] = None,
     recipe: Annotated[str, o.option("default (measured), or paper (the paper exactly).", o.METHOD)] = "default",
     beta: Annotated[float, o.option("TRADES beta of vanilla.", o.METHOD)] = 6.0,
