@@ -194,7 +194,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     started = time.perf_counter()
     summary = api.finetune(source, task.data(BUDGETS[budget], size, seed), train_config(run, size, seed, autoattack),
                            directory, resume=True, overwrite=False, reporter=LogReporter(),
-                           command=f"benchmarks/reproduce.py ({task.name}, {budget}, {run.name}, seed {seed})")  # fmt: skip
+                           command=f"benchmarks/reproduce.py ({task.name}, {budget}, {run.name}, {seed})")  # fmt: skip
     metrics = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
     early = [r.get("nat_branch_acc") for r in metrics[:5]]
     row = {
@@ -204,14 +204,16 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "stop_reason", "initial_lr", "optimizer_steps",
                                        "attack_passes", "n_test", "data", "head_start")},
     }  # fmt: skip
-    row["evaluated_n"] = {"pgd": summary.get("n_test"), "autoattack": (summary["evaluation"].get("autoattack") or {}).get("n")}
+    autoattack_n = (summary["evaluation"].get("autoattack") or {}).get("n")
+    row["evaluated_n"] = {"pgd": summary.get("n_test"), "autoattack": autoattack_n}
     write_json(row_path, row)
     return row
 
 
 def run_study(tasks: list[str], budgets: list[str], seeds: list[int], runs: list[Run], size: Size, out: Path,
               autoattack: bool) -> list[dict[str, Any]]:  # fmt: skip
-    return [run_one(TASKS[t], b, s, r, size, out, autoattack) for t in tasks for b in budgets for s in seeds for r in runs]
+    combos = [(t, b, s, r) for t in tasks for b in budgets for s in seeds for r in runs]
+    return [run_one(TASKS[t], b, s, r, size, out, autoattack) for t, b, s, r in combos]
 
 
 def finished_rows(out: Path) -> list[dict[str, Any]]:
@@ -256,7 +258,7 @@ def markdown(table: list[dict[str, Any]], size: Size) -> str:
         for e in (e for e in table if (e["task"], e["budget"]) == (task, budget)):
             steps, passes = e["optimizer_steps"]["mean"], e["attack_passes"]["mean"]
             cells = [",".join(map(str, e["seeds"])), _cell(e, "clean_acc"), _cell(e, "pgd_acc"),
-                     _cell(e, "autoattack_acc"), f"{steps:.0f}" if steps else "-", f"{passes:.0f}" if passes else "-"]  # fmt: skip
+                     _cell(e, "autoattack_acc"), f"{steps or 0:.0f}", f"{passes or 0:.0f}"]  # fmt: skip
             lines.append(f"| {e['run']} | " + " | ".join(cells) + " |")
         lines.append("")
     aa = f"AutoAttack {size.autoattack_version} on a fixed subset of {size.autoattack_n} test images where run"
@@ -279,7 +281,8 @@ def verdicts(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = "autoattack_acc" if auto["autoattack_acc"]["mean"] is not None else "pgd_acc"
         best = max(vanillas, key=lambda e: e[key]["mean"] or 0)
         se = best[key]["se"] or 0.0
-        grid_steps = sum(v["optimizer_steps"]["mean"] or 0 for v in vanillas) if len(vanillas) == len(VANILLA_LRS) else 0
+        complete = len(vanillas) == len(VANILLA_LRS)
+        grid_steps = sum(v["optimizer_steps"]["mean"] or 0 for v in vanillas) if complete else 0
         found.append({
             "task": task, "budget": budget, "metric": key, "best_vanilla": best["run"],
             "autolora_worst": auto[key]["worst"], "best_vanilla_mean": best[key]["mean"], "best_vanilla_se": se,

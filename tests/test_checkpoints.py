@@ -181,7 +181,7 @@ def test_missing_truncated_and_empty_files(tmp_path, tiny_model):
     [
         (b"\x89PNG\r\n\x1a\n" + bytes(32), "a PNG image"),
         (b'{"model": {"architecture": "resnet8"}}', "a JSON file"),
-        (b'[tool.ruff]\nline-length = 120\n', "a text file"),
+        (b"[tool.ruff]\nline-length = 120\n", "a text file"),
         (b"hello\n", "a text file"),
         (b"\x01\x00\x02", "a binary file of unknown format"),
     ],

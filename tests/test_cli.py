@@ -9,13 +9,13 @@ import pytest
 import torch
 import typer
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from autolora import __version__
 from autolora.cli import app
 from autolora.demo import default_checkpoint
 from autolora.models import save_run_model
 from autolora.train.progress import EPOCH_HEADER, format_epoch
-from typer.testing import CliRunner
 
 from .helpers import needs_fashion_mnist
 

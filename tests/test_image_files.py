@@ -56,7 +56,7 @@ def test_image_files_subset_and_floats(folder):
     files = load_splits(f"imagefolder:{folder}", SourceOptions(image_size=16, stream=True)).train
     part = files.subset(torch.tensor([0, 13]))
     assert part.labels.tolist() == [0, 1] and part.floats().shape == (2, 3, 16, 16)
-    assert 0.0 <= float(part.floats().min()) and float(part.floats().max()) <= 1.0
+    assert float(part.floats().min()) >= 0.0 and float(part.floats().max()) <= 1.0
     assert torch.equal(files.load().subset(torch.tensor([0, 13])).floats(), part.floats())
 
 
@@ -99,6 +99,10 @@ def test_datasets_command_lists_sizes_and_presence(cli, tmp_path):
     _fake_dtd(tmp_path)
     result = cli("datasets", "--data-dir", tmp_path)
     assert result.exit_code == 0
-    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines() if line.count("│") >= 3}
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in result.output.splitlines()
+        if line.count("│") >= 3
+    }
     assert rows["dtd"] == "yes" and rows["food101"] == "no" and rows["digits"] == "yes"
     assert "47 classes" in result.output and "Caltech-256" in result.output

@@ -273,7 +273,6 @@ def test_diagnose_runs_under_the_l2_threat_model(tiny_model):
     assert result["config"]["threat"]["norm"] == "L2" and -1 <= result["autolora"]["overall_cosine"] <= 1
 
 
-
 def test_an_epoch_repeats_the_data_to_reach_its_period_in_optimizer_steps(tmp_path, tiny_model):
     source = tmp_path / "source"
     save_run_model(source, tiny_model, "resnet8")

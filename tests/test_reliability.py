@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from autolora.attacks import Threat
 from autolora.data import DataConfig, prepare_data
 from autolora.errors import ConfigError
 from autolora.eval import EvalConfig, check_accuracies
 from autolora.models import load_classifier, save_run_model
-from autolora.attacks import Threat
 from autolora.train import TrainConfig, Trainer
 from autolora.train.run_dir import RunDirectory
 

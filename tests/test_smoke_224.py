@@ -16,11 +16,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from autolora import api
+from autolora.attacks import Threat
 from autolora.data import DataConfig
 from autolora.eval import EvalConfig
 from autolora.models import load_classifier
 from autolora.models.timm_models import timm_state_dict
-from autolora.attacks import Threat
 from autolora.train.config import TrainConfig
 
 # 8 training images, 2 held out for validation: batches of 4 and 2, so two steps per epoch.
@@ -55,7 +55,9 @@ def test_madrylab_resnet50_autolora_at_224(tmp_path, folder_224):
     torch.manual_seed(0)
     state = torchvision.models.resnet50().state_dict()
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
-    layout = {f"module.model.{k}": v for k, v in state.items()} | {f"module.attacker.model.{k}": v for k, v in state.items()}
+    layout = {f"module.model.{k}": v for k, v in state.items()} | {
+        f"module.attacker.model.{k}": v for k, v in state.items()
+    }
     layout |= {"module.normalizer.new_mean": mean.view(3, 1, 1), "module.normalizer.new_std": std.view(3, 1, 1)}
     torch.save({"model": layout, "epoch": 90}, tmp_path / "madry_r50.pt")
     data = DataConfig(f"imagefolder:{folder_224}", limit_train=6, limit_test=2, val_min=2)  # 4 train: 2 steps of 2
@@ -76,7 +78,9 @@ def test_madrylab_resnet50_autolora_at_224(tmp_path, folder_224):
     assert record.architecture == "resnet50" and record.input.size == 224 and model.num_classes == 2
     exported = load_file(str(tmp_path / "run" / "model.safetensors"))
     plain = torchvision.models.resnet50(num_classes=2).eval()
-    plain.load_state_dict({("fc." + k[5:] if k.startswith("head.") else k.removeprefix("features.")): v for k, v in exported.items()})
+    plain.load_state_dict(
+        {("fc." + k[5:] if k.startswith("head.") else k.removeprefix("features.")): v for k, v in exported.items()}
+    )
     x = torch.rand(2, 3, 224, 224)
     assert torch.allclose(plain(_normalised(x, mean, std)), model.eval()(x), atol=1e-4)
     assert not torch.equal(exported["features.layer1.0.conv1.weight"], state["layer1.0.conv1.weight"])  # it trained
@@ -103,5 +107,7 @@ def test_timm_autolora_through_the_cli_exports_to_plain_timm(cli, tmp_path, name
     assert torch.allclose(plain(_normalised(x, record.input.mean, record.input.std)), model.eval()(x), atol=1e-5)
     trained = load_file(str(out / "model.safetensors"))
     assert not any("lora_" in k for k in trained)
-    assert not torch.equal(trained["features.stem.0.weight" if "convnext" in name else "features.patch_embed.proj.weight"],
-                           source.state_dict()["stem.0.weight" if "convnext" in name else "patch_embed.proj.weight"])
+    assert not torch.equal(
+        trained["features.stem.0.weight" if "convnext" in name else "features.patch_embed.proj.weight"],
+        source.state_dict()["stem.0.weight" if "convnext" in name else "patch_embed.proj.weight"],
+    )

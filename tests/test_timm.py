@@ -111,7 +111,11 @@ def test_timm_file_loads_strictly_with_a_new_head(vit_file):
     assert record.architecture == VIT and record.num_classes == 3 and report.layout == "timm state dict"
     assert model.head.weight.abs().sum() == 0 and any("head not loaded" in n for n in report.notes)
     x = torch.rand(2, 3, 32, 32)
-    assert torch.allclose(model.eval().forward_features(x), plain.forward_head(plain.forward_features(_normalised(x, record.input)), pre_logits=True), atol=1e-5)
+    assert torch.allclose(
+        model.eval().forward_features(x),
+        plain.forward_head(plain.forward_features(_normalised(x, record.input)), pre_logits=True),
+        atol=1e-5,
+    )
 
 
 def test_timm_file_with_its_own_head_gives_the_plain_models_outputs(vit_file):
@@ -142,7 +146,9 @@ def test_hub_snapshot_directory_names_its_model(tmp_path, vit_file):
     path, plain = vit_file
     (tmp_path / "model.safetensors").write_bytes(path.read_bytes())
     cfg = {"input_size": [3, 32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "classifier": "head"}
-    (tmp_path / "config.json").write_text(json.dumps({"architecture": "test_vit", "num_classes": 10, "pretrained_cfg": cfg}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architecture": "test_vit", "num_classes": 10, "pretrained_cfg": cfg})
+    )
     model, record, report = load_classifier(tmp_path)
     assert record.architecture == VIT and record.input.size == 32 and report.layout == "timm hub snapshot"
     x = torch.rand(2, 3, 32, 32)

@@ -15,8 +15,8 @@ from .distributed import DistContext, init_distributed, shutdown_distributed
 from .eval import EvalConfig, evaluate
 from .inputs import InputSpec
 from .models import ImageClassifier, InputOverrides, create_model, load_classifier
-from .report.plots import plot_run_curves
 from .progress import Progress, no_progress
+from .report.plots import plot_run_curves
 from .runtime import provenance, resolve_device
 from .train.config import TrainConfig
 from .train.progress import Reporter, SilentReporter

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from . import api
-from .data import DataConfig
 from .attacks import Threat
+from .data import DataConfig
 from .eval import EvalConfig
 from .report.report import write_report
 from .shipped import shipped_root

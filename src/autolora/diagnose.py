@@ -19,9 +19,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from safetensors import safe_open
+from torch import Tensor, nn
 
 from .attacks import PGD, CrossEntropyObjective, KLObjective, RandomStart, Threat
 from .data import BatchLoader, ImageSet
@@ -128,7 +127,8 @@ def diagnose(
         head = "a linear probe fitted on clean features of the training images"
     layers = branched_layers(model)
     results: dict[str, Any] = {
-        "config": asdict(config) | {"threat": config.threat.to_dict()}, "layers": layers, "head": head, "n": len(images),
+        "config": asdict(config) | {"threat": config.threat.to_dict()}, "layers": layers, "head": head,
+        "n": len(images),
         "branch_loaded": branch_state is not None,
     }  # fmt: skip
     for method in config.methods:

@@ -179,9 +179,7 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
     )
 
 
-def _attack_robust(
-    adversary: Any, x: Tensor, y: Tensor, robust: Tensor, batch_size: int, progress: Progress
-) -> None:
+def _attack_robust(adversary: Any, x: Tensor, y: Tensor, robust: Tensor, batch_size: int, progress: Progress) -> None:
     """Run the adversary's one attack on the points still ``robust``, batch by batch; clear those it breaks.
 
     The package seeds every batch alike, so batches of ``batch_size`` give what one call would.

@@ -176,4 +176,5 @@ class Threat:
 
     @classmethod
     def from_dict(cls, data: dict[str, float | str]) -> Threat:
-        return cls(float(data["eps"]), str(data.get("norm", "Linf")), float(data.get("relative_step", DEFAULT_RELATIVE_STEP)))
+        relative_step = float(data.get("relative_step", DEFAULT_RELATIVE_STEP))
+        return cls(float(data["eps"]), str(data.get("norm", "Linf")), relative_step)

@@ -14,6 +14,7 @@ from .. import __version__
 from ..errors import AutoLoraError
 from .reporter import configure_logging, fail, out
 
+
 class _FlagsWithoutType:
     """Help that shows flags (``--help`` included) without typer's ``<bool>`` type."""
 

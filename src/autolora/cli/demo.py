@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from ..demo import run_demo
-from ..report.report import load_runs
 from ..progress import format_duration
+from ..report.report import load_runs
 from . import options as o
 from .app import command
 from .report import print_table

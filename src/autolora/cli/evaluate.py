@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import typer
-
 from .. import api
-from ..data import DataConfig
 from ..attacks import Threat
+from ..data import DataConfig
 from ..errors import ConfigError
 from ..eval import EvalConfig
 from ..fileio import write_json
@@ -70,7 +68,11 @@ def evaluate(
     for line in overrides:
         warn(line)
     data = DataConfig(
-        settings["dataset"], data_dir, download, settings["classes"], limit_test=settings["limit_test"],
+        settings["dataset"],
+        data_dir,
+        download,
+        settings["classes"],
+        limit_test=settings["limit_test"],
         seed=settings["seed"],
     )
     config = EvalConfig(

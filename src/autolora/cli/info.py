@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from ..data import SourceOptions, is_present, list_datasets
-from ..models import list_models
 from ..eval.metrics import AUTOATTACK, CLEAN, PGD
+from ..models import list_models
 from ..report.report import format_eps, percent
 from ..run_settings import recorded_threat
 from ..shipped import shipped_checkpoints

@@ -59,8 +59,7 @@ def print_summary(summary: dict[str, Any], run: Path) -> None:
     if results:
         out.print(settings_line(results), highlight=False)
     out.print(
-        f"{summary['epochs']} epochs (best on validation: {summary['best_epoch']}), "
-        f"stopped: {summary['stop_reason']}",
+        f"{summary['epochs']} epochs (best on validation: {summary['best_epoch']}), stopped: {summary['stop_reason']}",
         highlight=False,
     )
     out.print(

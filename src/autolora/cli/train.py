@@ -117,9 +117,7 @@ def finetune(
     eps: o.Eps = "8/255",
     norm: o.Norm = "Linf",
     rank: Annotated[int, o.option("Rank of the low-rank branch (autolora).", o.METHOD)] = 8,
-    epochs: Annotated[
-        int | None, o.option("Passes over the data (a cap where the method decides).", o.METHOD)
-    ] = None,
+    epochs: Annotated[int | None, o.option("Passes over the data (a cap where the method decides).", o.METHOD)] = None,
     lr: Annotated[float | None, o.option("LR (autolora: its rule's start). Default: the recipe's.", o.METHOD)] = None,
     head_init: Annotated[str | None, o.option(f"Head start: {', '.join(HEAD_INITS)}.", o.METHOD)] = None,
     recipe: Annotated[str, o.option("default (measured), or paper (the paper exactly).", o.METHOD)] = "default",

@@ -189,7 +189,8 @@ def apply_crops(x: Tensor, crops: Crops) -> Tensor:
     """Each image of ``x`` zero-padded by ``crops.pad``, cropped back to its size at its offset, maybe flipped."""
     n, _, h, w = x.shape
     padded = F.pad(x, (crops.pad,) * 4)
-    cropped = torch.stack([padded[i, :, crops.dy[i] : crops.dy[i] + h, crops.dx[i] : crops.dx[i] + w] for i in range(n)])
+    windows = [padded[i, :, crops.dy[i] : crops.dy[i] + h, crops.dx[i] : crops.dx[i] + w] for i in range(n)]
+    cropped = torch.stack(windows)
     flip = torch.tensor(crops.flip, device=x.device).view(-1, 1, 1, 1)
     return torch.where(flip, cropped.flip(-1), cropped)
 

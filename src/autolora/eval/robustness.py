@@ -22,8 +22,8 @@ from ..attacks.pgd import evaluating
 from ..data import BatchLoader, ImageSet
 from ..errors import ConfigError, check_choices
 from ..inputs import InputSpec
-from ..registry import Registry
 from ..progress import Progress, no_progress
+from ..registry import Registry
 from .checks import check_accuracies
 from .corruptions import SEVERITIES, check_corruption_names
 from .metrics import AUTOATTACK, CLEAN, CORRUPTIONS
@@ -171,7 +171,8 @@ def _clean(ctx: EvalContext) -> dict[str, Any]:
 
 @evaluation("pgd", "PGD (random start, eps/4 steps, each example's worst iterate)", needs=("clean",))
 def _pgd(ctx: EvalContext) -> dict[str, Any]:
-    ctx.flags["pgd"] = correct_flags(ctx.model, ctx.loader, ctx.config.pgd(), ctx.progress, f"PGD-{ctx.config.pgd_steps}")
+    config = ctx.config
+    ctx.flags["pgd"] = correct_flags(ctx.model, ctx.loader, config.pgd(), ctx.progress, f"PGD-{config.pgd_steps}")
     return {PGD_METRIC.key: _mean(ctx.flags["pgd"]), "pgd": ctx.config.pgd_settings()}
 
 

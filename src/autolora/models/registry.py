@@ -8,8 +8,8 @@ from ..errors import ConfigError
 from ..inputs import InputSpec
 from ..registry import Entry, Registry
 from .classifier import ImageClassifier
-from .timm_models import create_timm_classifier, is_timm
 from .resnet import SMALL_INPUT, CifarResNet, torchvision_resnet
+from .timm_models import create_timm_classifier, is_timm
 
 Builder = Callable[[int, InputSpec, "bool | None"], ImageClassifier]
 

@@ -153,7 +153,8 @@ def start_head(kind: str, context: HeadStartContext) -> dict[str, Any]:
     if kind == "linear":
         return linear_probe(context.model, context.loader(False), context.dist)
     if kind == "robust-linear":
-        return robust_linear_probe(context.model, context.loader(True), context.attack, context.noise, dist=context.dist)
+        loader = context.loader(True)
+        return robust_linear_probe(context.model, loader, context.attack, context.noise, dist=context.dist)
     return {"head_init": kind}
 
 

@@ -38,7 +38,8 @@ class RangeTestResult:
     losses: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lr": self.lr, "sweep": [[round(a, 6), round(b, 5)] for a, b in zip(self.lrs, self.losses, strict=True)]}
+        sweep = [[round(lr, 6), round(loss, 5)] for lr, loss in zip(self.lrs, self.losses, strict=True)]
+        return {"lr": self.lr, "sweep": sweep}
 
 
 def lr_range_test(step: Callable[[float], float], test: RangeTest = RangeTest()) -> RangeTestResult:

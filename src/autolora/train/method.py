@@ -88,10 +88,10 @@ class Method(ABC):
     def build_objective(self) -> Objective:
         """The loss of one batch (see ``train/objectives.py``)."""
 
-    def prepare(self, model: ImageClassifier) -> None:
+    def prepare(self, model: ImageClassifier) -> None:  # noqa: B027 - an optional hook
         """Change the model before training (add branches, freeze parts); runs before the optimizer exists."""
 
-    def setup(self, context: MethodContext) -> None:
+    def setup(self, context: MethodContext) -> None:  # noqa: B027 - an optional hook
         """Build what the method needs besides the model (e.g. a loader of its own)."""
 
     def parameters(self, model: ImageClassifier) -> Iterable[nn.Parameter]:
@@ -121,7 +121,7 @@ class Method(ABC):
         """What the method keeps between epochs, for resume."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - an optional hook
         pass
 
     def build_schedule(self, lr: float, epochs: int) -> Schedule:

@@ -36,9 +36,9 @@ from .schedule import Decision
 from .state import load_state, rng_state, save_state, seed_epoch, set_rng_state
 
 PASS_STREAM = 100_003  # data-order keys of an epoch's repeated passes: epoch + pass * PASS_STREAM
-NOISE_STREAM = 1_000_000
+NOISE_STREAM = 1_000_000  # random-start keys: epoch * NOISE_STREAM + batch (validation: + NOISE_STREAM / 2)
 LR_SEARCH_KEYS = NOISE_STREAM // 4  # the LR search's random starts: epoch 0's stream, apart from the head start's
-LR_SEARCH_ORDER = 1_000  # its data orders: keys -(1000 + pass), apart from the head start's -1, -2, ...  # random-start keys: epoch * NOISE_STREAM + batch (validation: + NOISE_STREAM / 2)
+LR_SEARCH_ORDER = 1_000  # its data orders: keys -(1000 + pass), apart from the head start's -1, -2, ...
 
 
 @dataclass

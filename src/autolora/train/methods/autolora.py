@@ -70,9 +70,7 @@ class AutoScalars:
         self.weights.lambda2 = float(state["lambda2"])
 
 
-def autolora_loss_terms(
-    z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights
-) -> tuple[Tensor, Tensor, Tensor]:
+def autolora_loss_terms(z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights) -> tuple[Tensor, Tensor, Tensor]:
     """The loss's three terms: ``l1 CE(z_nat, y)``, ``(1 - l1) CE(z_adv, y)`` and ``l2 KL(z_nat || z_adv)``.
 
     The first is the natural objective; the other two are the adversarial one."""

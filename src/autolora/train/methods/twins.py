@@ -12,8 +12,8 @@ the frozen one. What this implementation does where the authors' code differs: d
 
 from __future__ import annotations
 
-import copy
 import contextlib
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
