@@ -184,7 +184,8 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     row_path = out / "rows" / task.name / budget / f"seed{seed}" / f"{slug(run.name)}.json"
     if row_path.exists():
         row = read_json(row_path)
-        if row.get("autoattack") or not autoattack:
+        same_size = row.get("size", FULL.__dict__) == size.__dict__  # rows without one are full-size runs
+        if same_size and (row.get("autoattack") or not autoattack):
             return row
     source = task.source(size, out)
     if run.random_init:
@@ -199,9 +200,9 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     early = [r.get("nat_branch_acc") for r in metrics[:5]]
     row = {
         "task": task.name, "budget": budget, "run": run.name, "seed": seed, "dir": str(directory),
-        "autoattack": autoattack, "wall_s": round(time.perf_counter() - started, 1),
+        "autoattack": autoattack, "size": size.__dict__, "wall_s": round(time.perf_counter() - started, 1),
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
-        **{k: summary.get(k) for k in (*METRICS, "epochs", "stop_reason", "initial_lr", "optimizer_steps",
+        **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
                                        "attack_passes", "n_test", "data", "head_start")},
     }  # fmt: skip
     autoattack_n = (summary["evaluation"].get("autoattack") or {}).get("n")

@@ -67,3 +67,12 @@ def test_two_processes_make_the_same_lr_decisions(tmp_path, source):
     decisions = [[(r["lr"], r["event"]) for r in _rows(tmp_path / f"p{p}")] for p in (1, 2)]
     assert decisions[0] == decisions[1]
     assert any(event.startswith("condition") for _, event in decisions[0])
+
+
+def test_global_batchnorm_keeps_a_frozen_extractor_frozen(tiny_model):
+    from autolora.distributed import use_global_batchnorm
+
+    tiny_model.features.requires_grad_(False)  # as slf and alf freeze it
+    use_global_batchnorm(tiny_model)
+    assert not any(p.requires_grad for p in tiny_model.features.parameters())
+    assert all(p.requires_grad for p in tiny_model.head.parameters())

@@ -133,6 +133,8 @@ def _swap_batchnorm(model: nn.Module, to: type[nn.BatchNorm2d], source: type[nn.
             )  # fmt: skip
             replacement.load_state_dict(module.state_dict())
             replacement.train(module.training)
+            for new, old in zip(replacement.parameters(), module.parameters(), strict=True):
+                new.requires_grad_(old.requires_grad)  # a frozen extractor (slf, alf) stays frozen
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, replacement)
     return model

@@ -17,9 +17,9 @@ from .models.checkpoint import RUN_CONFIG
 from .report.report import format_eps
 
 DATA_FIELDS = ("dataset", "classes", "limit_test", "seed")  # from config.json's "data"
-ATTACK_FIELDS = ("eps", "norm")  # from config.json's "training.threat" ("training.attack" before 0.2)
+ATTACK_FIELDS = ("eps", "norm", "relative_step")  # from config.json's "training.threat" ("training.attack" before 0.2)
 DEFAULTS: dict[str, Any] = {"dataset": None, "classes": None, "limit_test": None, "seed": 0, "eps": 8 / 255,
-                            "norm": "Linf"}  # fmt: skip
+                            "norm": "Linf", "relative_step": 0.25}  # fmt: skip
 
 
 def recorded_threat(config: Mapping[str, Any]) -> dict[str, Any]:

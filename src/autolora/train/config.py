@@ -29,7 +29,8 @@ class TrainConfig:
     Fields left as None take the defaults of the method's ``recipe`` (see ``autolora
     methods``); for a method that decides its own length, ``epochs`` is a cap; an ``lr`` that
     stays None (or ``find_lr``) is chosen by an LR range test when the run starts. The test evaluation always
-    uses the run's ``threat``: an ``evaluation`` given another one is refused.
+    uses the run's ``threat``: an ``evaluation`` given another one is refused. Build a new
+    config rather than ``dataclasses.replace`` one: the defaults it filled in would be kept.
     """
 
     method: str
@@ -62,6 +63,8 @@ class TrainConfig:
         if self.recipe not in RECIPES:
             raise ConfigError("recipe", self.recipe, f"choose one of: {', '.join(RECIPES)}")
         recipe = method.recipe(self.recipe)
+        if self.find_lr and self.lr is not None:
+            raise ConfigError("lr", self.lr, "give an LR or ask for find_lr, not both")
         for name in ("lr", "epochs", "head_init", "period_steps", "val_metric"):
             if getattr(self, name) is None:
                 self._set(name, getattr(recipe, name))

@@ -79,11 +79,11 @@ class Trainer:
     """Trains ``model`` on ``data`` with ``config.method`` and writes the run to ``run``.
 
     Every method shares this loop: the head start (``config.head_init``), then per epoch the
-    method's own work (AutoLoRa's scalars), one pass of the method's loss, validation clean and
+    method's own work (AutoLoRa's scalars), one or more passes of the method's loss (as many as
+    ``period_steps`` optimizer steps need; ``config.epochs`` counts passes), validation clean and
     robust accuracy on the held-out split, and the schedule's decision (next LR, roll back to
     the best model, stop). What is particular to a method is asked of it (``train/method.py``).
-    After each epoch
-    the full state is written atomically, so ``fit(resume=True)`` continues a killed run
+    After each epoch the full state is written atomically, so ``fit(resume=True)`` continues a killed run
     exactly. The exported model is the best on validation; the test split is used only for
     the final report.
     """
@@ -128,7 +128,7 @@ class Trainer:
         self.best_state = snapshot(self.model)
         self._build_loaders()
         # --epochs counts passes over the data; an epoch of the schedule may hold several (period_steps)
-        periods = math.ceil(config.epochs / self._passes())
+        periods = max(1, config.epochs // self._passes())  # never more passes than the cap
         self.schedule = self.method.build_schedule(self.optimizer.param_groups[0]["lr"], periods)
 
     # ------------------------------------------------------------------ set-up
@@ -165,6 +165,11 @@ class Trainer:
     def _loader(self, images: ImageSet, batch_size: int) -> BatchLoader:
         """An unshuffled loader of this process's part of ``images``."""
         return BatchLoader(images, self.model.spec, batch_size, self.device, shard=self.dist.shard)
+
+    def _attack_steps(self) -> int:
+        """Attack forward-backward passes per training step: the method's attack's steps, if it has one."""
+        attack = getattr(self.method.objective, "attack", None)
+        return attack.steps if attack is not None else 0
 
     def _memory_format(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
@@ -272,7 +277,7 @@ class Trainer:
                 (output.loss * share).backward()
                 self.optimizer.step()
                 self.compute.optimizer_steps += 1
-                self.compute.attack_passes += self.config.attack_steps
+                self.compute.attack_passes += self._attack_steps()
                 loss_sum += output.loss.item() * len(y)
                 correct += int((output.logits.argmax(1) == y).sum())
                 seen += len(y)
@@ -381,6 +386,8 @@ class Trainer:
 
         attack = cfg.attack(RandomStart.UNIFORM, noise=self.noise)
         self.head_start = start_head(cfg.head_init, HeadStartContext(self.model, loader, attack, self.noise, self.dist))
+        self.compute.optimizer_steps += self.head_start.get("steps", 0)
+        self.compute.attack_passes += self.head_start.get("steps", 0) * attack.steps
         line = describe_head_start(self.head_start)
         if line is not None:
             self.reporter.message(line)
@@ -405,7 +412,7 @@ class Trainer:
             (output.loss * len(y) * self.dist.world_size / info.global_size).backward()
             self.optimizer.step()
             self.compute.optimizer_steps += 1  # thrown away, but spent: the search's cost counts
-            self.compute.attack_passes += self.config.attack_steps
+            self.compute.attack_passes += self._attack_steps()
             (loss,) = self.dist.all_sum(output.loss.item() * len(y) / info.global_size)
             return loss
 
@@ -477,6 +484,7 @@ class Trainer:
             **{k: results[k] for k in METRIC_KEYS if k in results},
             "n_test": results["n"],
             "epochs": self.schedule.epoch,
+            "passes": self.schedule.epoch * self._passes(),
             "best_epoch": best_epoch,
             "best_val_robust_acc": best_row.get("val_robust_acc"),
             "best_val_clean_acc": best_row.get("val_clean_acc"),
