@@ -77,7 +77,7 @@ def evaluate(
     )
     config = EvalConfig(
         attacks=o.parse_list(attacks),
-        threat=Threat(settings["eps"], settings["norm"], settings["relative_step"]),
+        threat=Threat.from_dict(settings),
         pgd_steps=pgd_steps,
         pgd_restarts=pgd_restarts,
         autoattack_version=autoattack_version,

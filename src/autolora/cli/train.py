@@ -17,7 +17,6 @@ from .app import command, invocation
 from .reporter import RichReporter
 from .summary import print_summary
 
-FINETUNE_METHODS = method_names(pretrain=False)
 PRETRAIN_METHODS = method_names(pretrain=True)
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
 
-from ..attacks import BatchNoise
+from ..attacks import PGD, BatchNoise, RandomStart
 from ..data import BatchLoader, ImageSet
 from ..distributed import DistContext
 from ..models import ImageClassifier
@@ -45,6 +45,10 @@ class MethodDefaults:
     head_init: str = "zero"
     period_steps: int | None = None
     val_metric: str = "robust_acc"
+
+
+FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%
+PRETRAIN = MethodDefaults(lr=0.1, epochs=10, schedule="cosine")
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ class Method(ABC):
     @abstractmethod
     def build_objective(self) -> Objective:
         """The loss of one batch (see ``train/objectives.py``)."""
+
+    def training_attack(self, start: RandomStart) -> PGD:
+        """The run's training attack from ``start``, in its precision and random stream."""
+        return self.config.attack(start, autocast=self.config.autocast_dtype, noise=self.noise)
 
     def prepare(self, model: ImageClassifier) -> None:  # noqa: B027 - an optional hook
         """Change the model before training (add branches, freeze parts); runs before the optimizer exists."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -229,9 +230,7 @@ class Trainer:
         optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
         self.optimizer.load_state_dict(optimizer)
         self.schedule.load_state_dict(state["schedule"])
-        method_state = state.get("method") or ({"scalars": state["scalars"]} if state.get("scalars") else None)
-        if method_state:
-            self.method.load_state_dict(method_state)
+        self.method.load_state_dict(state["method"])
         self.head_start = state.get("head_start")
         self.lr_search = state.get("lr_search", self.lr_search)
         self.metrics = list(state["metrics"])
@@ -253,8 +252,12 @@ class Trainer:
 
     def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, BatchInfo]]:
         """The epoch's batches, over ``_passes()`` passes; the first pass is the plain epoch's."""
-        for number in range(self._passes()):
-            order = epoch if number == 0 else epoch + number * PASS_STREAM
+        orders = (epoch if number == 0 else epoch + number * PASS_STREAM for number in range(self._passes()))
+        return self._passes_in_order(orders)
+
+    def _passes_in_order(self, orders: Iterable[int]) -> Iterator[tuple[Tensor, Tensor, BatchInfo]]:
+        """Training passes in the data orders ``orders``, batches numbered on across passes."""
+        for number, order in enumerate(orders):
             offset = number * len(self.train_loader)
             for x, y, info in self.train_loader.parts(order):
                 yield x, y, BatchInfo(offset + info.index, info.global_size, info.part)
@@ -270,20 +273,24 @@ class Trainer:
                 output: LossOutput = self.method.loss(self.net, x, y)
                 if not self._finite(output.loss):
                     return EpochResult(None, None, f"non-finite loss in epoch {epoch}, batch {info.index}")
-                self.optimizer.zero_grad(set_to_none=True)
-                # DDP averages the processes' gradients; weighting each by its share of the global batch
-                # makes that average the gradient of the global batch's mean loss
-                share = len(y) * self.dist.world_size / info.global_size
-                (output.loss * share).backward()
-                self.optimizer.step()
-                self.compute.optimizer_steps += 1
-                self.compute.attack_passes += self._attack_steps()
+                self._step(output, len(y), info)
                 loss_sum += output.loss.item() * len(y)
                 correct += int((output.logits.argmax(1) == y).sum())
                 seen += len(y)
                 advance()
         loss_sum, correct, seen = self.dist.all_sum(loss_sum, correct, seen)
         return EpochResult(loss_sum / max(seen, 1), correct / max(seen, 1))
+
+    def _step(self, output: LossOutput, size: int, info: BatchInfo) -> None:
+        """One optimizer step on ``output.loss`` (this process's ``size`` examples), counted in ``compute``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        # DDP averages the processes' gradients; weighting each by its share of the global batch
+        # makes that average the gradient of the global batch's mean loss
+        share = size * self.dist.world_size / info.global_size
+        (output.loss * share).backward()
+        self.optimizer.step()
+        self.compute.optimizer_steps += 1
+        self.compute.attack_passes += self._attack_steps()
 
     def _finite(self, loss: Tensor) -> bool:
         finite = bool(torch.isfinite(loss.detach()).item())
@@ -400,7 +407,7 @@ class Trainer:
         saved_optimizer = copy.deepcopy(self.optimizer.state_dict())
         self.method.begin_epoch(self.model, 0)  # e.g. AutoLoRa's scalars for the model as it starts
         self._set_train_mode()
-        batches = self._endless_batches()
+        batches = self._passes_in_order(-(LR_SEARCH_ORDER + number) for number in itertools.count())
 
         def step(lr: float) -> float:
             x, y, info = next(batches)
@@ -408,11 +415,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             output = self.method.loss(self.net, self._memory_format(x), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            (output.loss * len(y) * self.dist.world_size / info.global_size).backward()
-            self.optimizer.step()
-            self.compute.optimizer_steps += 1  # thrown away, but spent: the search's cost counts
-            self.compute.attack_passes += self._attack_steps()
+            self._step(output, len(y), info)  # thrown away afterwards, but spent: its cost counts
             (loss,) = self.dist.all_sum(output.loss.item() * len(y) / info.global_size)
             return loss
 
@@ -427,14 +430,6 @@ class Trainer:
             group["lr"] = result.lr
         self.reporter.message(f"initial learning rate {result.lr:.3g} (range test over {len(result.lrs)} steps)")
         self._save_state()
-
-    def _endless_batches(self) -> Iterator[tuple[Tensor, Tensor, BatchInfo]]:
-        """Training batches in a data order of their own, pass after pass (for the LR search)."""
-        number = 0
-        while True:
-            for x, y, info in self.train_loader.parts(-(LR_SEARCH_ORDER + number)):
-                yield x, y, BatchInfo(number * len(self.train_loader) + info.index, info.global_size, info.part)
-            number += 1
 
     def exported_model(self) -> ImageClassifier:
         """The best-on-validation model as deployed: the method's export, in the original architecture."""

@@ -118,9 +118,8 @@ class AutoLoRa(Method):
         super().__init__(config, noise)
 
     def build_objective(self) -> AutoLoraObjective:
-        cfg = self.config
-        attack = cfg.attack(RandomStart.NORMAL, autocast=cfg.autocast_dtype, noise=self.noise)
-        return AutoLoraObjective(attack, self.weights, cfg.autocast_dtype)
+        attack = self.training_attack(RandomStart.NORMAL)
+        return AutoLoraObjective(attack, self.weights, self.config.autocast_dtype)
 
     def prepare(self, model: ImageClassifier) -> None:
         if not has_branches(model):

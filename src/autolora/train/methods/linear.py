@@ -10,17 +10,15 @@ from torch import nn
 
 from ...attacks import RandomStart
 from ...models import ImageClassifier
-from ..method import Method, MethodDefaults
+from ..method import FIXED_FINETUNE, Method
 from ..objectives import AdversarialCEObjective, CleanCEObjective, Objective
-
-LINEAR_DEFAULTS = MethodDefaults(lr=0.01, epochs=30, schedule="step")
 
 
 class LinearFineTuning(Method):
     """The head alone: the feature extractor frozen, in eval mode."""
 
     trains = "head only"
-    defaults = LINEAR_DEFAULTS
+    defaults = FIXED_FINETUNE
 
     def prepare(self, model: ImageClassifier) -> None:
         model.features.requires_grad_(False)
@@ -45,6 +43,5 @@ class AdversarialLinear(LinearFineTuning):
     loss_description = "CE(f(x_adv)), x_adv by PGD"
 
     def build_objective(self) -> Objective:
-        cfg = self.config
-        attack = cfg.attack(RandomStart.UNIFORM, autocast=cfg.autocast_dtype, noise=self.noise)
-        return AdversarialCEObjective(attack, cfg.autocast_dtype)
+        attack = self.training_attack(RandomStart.UNIFORM)
+        return AdversarialCEObjective(attack, self.config.autocast_dtype)

@@ -7,7 +7,7 @@ pre-training (``pgd-at``) it is how robust source models are made.
 from __future__ import annotations
 
 from ...attacks import RandomStart
-from ..method import Method, MethodDefaults
+from ..method import FIXED_FINETUNE, PRETRAIN, Method
 from ..objectives import AdversarialCEObjective
 
 PGD_AT_LOSS = "CE(f(x_adv)), x_adv by PGD from a uniform random start"
@@ -19,19 +19,18 @@ class PgdAt(Method):
     loss_description = PGD_AT_LOSS
 
     def build_objective(self) -> AdversarialCEObjective:
-        cfg = self.config
-        attack = cfg.attack(RandomStart.UNIFORM, autocast=cfg.autocast_dtype, noise=self.noise)
-        return AdversarialCEObjective(attack, cfg.autocast_dtype)
+        attack = self.training_attack(RandomStart.UNIFORM)
+        return AdversarialCEObjective(attack, self.config.autocast_dtype)
 
 
 class PgdAtFineTuning(PgdAt):
     name = "pgd-at-ft"
     description = "adversarial full fine-tuning with the PGD-AT loss (Madry et al. 2018), step decay"
-    defaults = MethodDefaults(lr=0.01, epochs=30, schedule="step")
+    defaults = FIXED_FINETUNE
 
 
 class PgdAtPretrain(PgdAt):
     name = "pgd-at"
     description = "PGD adversarial training from scratch (Madry et al. 2018)"
-    defaults = MethodDefaults(lr=0.1, epochs=10, schedule="cosine")
+    defaults = PRETRAIN
     pretrain = True

@@ -8,7 +8,9 @@ available to every other method: ``--head-init robust-linear``.
 
 from __future__ import annotations
 
-from ..method import MethodDefaults
+from dataclasses import replace
+
+from ..method import FIXED_FINETUNE
 from .pgd_at import PgdAt
 
 
@@ -16,4 +18,4 @@ class RoLI(PgdAt):
     name = "roli"
     description = "RoLI: robust linear probing first, then adversarial full fine-tuning (PGD-AT)"
     trains = "head alone (probe), then everything"
-    defaults = MethodDefaults(lr=0.01, epochs=30, schedule="step", head_init="robust-linear")
+    defaults = replace(FIXED_FINETUNE, head_init="robust-linear")

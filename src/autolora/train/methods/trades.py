@@ -7,7 +7,7 @@ every parameter: ``CE(f(x), y) + beta KL(f(x) || f(x_adv))``, x_adv maximising t
 from __future__ import annotations
 
 from ...attacks import RandomStart
-from ..method import Method, MethodDefaults
+from ..method import FIXED_FINETUNE, PRETRAIN, Method
 from ..objectives import TradesObjective
 
 TRADES_LOSS = "CE(f(x)) + β·KL(f(x) ‖ f(x_adv)), β = 6, x_adv maximising the KL"
@@ -19,20 +19,19 @@ class Trades(Method):
     loss_description = TRADES_LOSS
 
     def build_objective(self) -> TradesObjective:
-        cfg = self.config
-        attack = cfg.attack(RandomStart.NORMAL, autocast=cfg.autocast_dtype, noise=self.noise)
-        return TradesObjective(attack, cfg.beta, cfg.autocast_dtype)
+        attack = self.training_attack(RandomStart.NORMAL)
+        return TradesObjective(attack, self.config.beta, self.config.autocast_dtype)
 
 
 class VanillaRFT(Trades):
     name = "vanilla"
     aliases = ("aff",)
     description = "vanilla robust fine-tuning (the paper's vanilla RFT and AFF): TRADES, step decay"
-    defaults = MethodDefaults(lr=0.01, epochs=30, schedule="step")
+    defaults = FIXED_FINETUNE
 
 
 class TradesPretrain(Trades):
     name = "trades"
     description = "TRADES adversarial training from scratch (Zhang et al. 2019)"
-    defaults = MethodDefaults(lr=0.1, epochs=10, schedule="cosine")
+    defaults = PRETRAIN
     pretrain = True

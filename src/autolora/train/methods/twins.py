@@ -26,7 +26,7 @@ from ...attacks.pgd import evaluating
 from ...lora import unwrap
 from ...models import ImageClassifier
 from ...runtime import autocast
-from ..method import Method, MethodDefaults
+from ..method import FIXED_FINETUNE, Method
 from ..objectives import LossOutput
 from .trades import TRADES_LOSS
 
@@ -121,12 +121,11 @@ class Twins(Method):
     description = "TWINS: frozen pre-trained BatchNorm statistics beside adaptive ones; TRADES"
     loss_description = f"0.3·TRADES(frozen-BN half) + TRADES(adaptive half); TRADES = {TRADES_LOSS}"
     trains = "everything (both wings' BatchNorm affine parameters)"
-    defaults = MethodDefaults(lr=0.01, epochs=30, schedule="step")
+    defaults = FIXED_FINETUNE
 
     def build_objective(self) -> TwinsObjective:
-        cfg = self.config
-        attack = cfg.attack(RandomStart.NORMAL, autocast=cfg.autocast_dtype, noise=self.noise)
-        return TwinsObjective(attack, cfg.beta, TWINS_GAMMA, cfg.autocast_dtype)
+        attack = self.training_attack(RandomStart.NORMAL)
+        return TwinsObjective(attack, self.config.beta, TWINS_GAMMA, self.config.autocast_dtype)
 
     def prepare(self, model: ImageClassifier) -> None:
         if not add_twins(model.features):
