@@ -356,8 +356,9 @@ def main() -> None:
     if not args.report_only:
         run_study(args.tasks.split(","), args.budgets.split(","), [int(s) for s in args.seeds.split(",")],
                   runs, size, args.out, args.autoattack)  # fmt: skip
-    table = aggregate(finished_rows(args.out))
-    record = {"size": size.__dict__, "machine": machine(), "rows": finished_rows(args.out), "table": table,
+    rows = finished_rows(args.out)
+    table = aggregate(rows)
+    record = {"size": size.__dict__, "machine": machine(), "rows": rows, "table": table,
               "verdicts": verdicts(table), "time": time.strftime("%Y-%m-%d %H:%M"),
               "wall_s": time.perf_counter() - started}  # fmt: skip
     if args.diagnose:
