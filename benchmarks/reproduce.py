@@ -17,7 +17,8 @@ finished rows can be committed as they come.
         [--budgets 300,1000,all] [--seeds 0,1,2] [--runs autolora,...] [--autoattack]
 
 Writes OUT/results.json, OUT/study.md (tables) and OUT/sensitivity.png; --quick is a smoke run.
-Without --autoattack the rows report clean and PGD-20 only (ablation rows), and say so.
+Without --autoattack the rows report clean and PGD-20 only (ablation rows), and say so; --autoattack
+after them adds AutoAttack to the finished rows without training again.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 import torch
 
 from autolora import api
+from autolora.attacks import Threat
 from autolora.data import DataConfig, prepare_data
 from autolora.data.images import DataSplits, ImageSet
 from autolora.data.sources import SourceOptions, load_splits, register_dataset
@@ -45,6 +47,7 @@ from autolora.eval import EvalConfig
 from autolora.fileio import read_json, write_json, write_text
 from autolora.models import create_model, load_classifier, save_run_model
 from autolora.report.plots import plt, save_figure
+from autolora.run_settings import recorded_settings
 from autolora.runtime import machine
 from autolora.train import TrainConfig
 from autolora.train.progress import LogReporter
@@ -187,6 +190,8 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         same_size = row.get("size", FULL.__dict__) == size.__dict__  # rows without one are full-size runs
         if same_size and (row.get("autoattack") or not autoattack):
             return row
+        if same_size and (Path(row["dir"]) / "summary.json").exists():
+            return add_autoattack(row, size, row_path)
     source = task.source(size, out)
     if run.random_init:
         source = random_source(source, out, seed)
@@ -207,6 +212,32 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     }  # fmt: skip
     autoattack_n = (summary["evaluation"].get("autoattack") or {}).get("n")
     row["evaluated_n"] = {"pgd": summary.get("n_test"), "autoattack": autoattack_n}
+    write_json(row_path, row)
+    return row
+
+
+def add_autoattack(row: dict[str, Any], size: Size, row_path: Path) -> dict[str, Any]:
+    """A finished ablation row made a headline row: AutoAttack on its deployed model, no retraining.
+
+    The run directory's own record gives the data set, classes, test subset, seed and threat model.
+    """
+    directory = Path(row["dir"])
+    settings = recorded_settings(directory)
+    print(f"== {row['task']} {row['budget']} labels, seed {row['seed']}: {row['run']} (AutoAttack)", flush=True)
+    started = time.perf_counter()
+    data = DataConfig(settings["dataset"], classes=settings.get("classes"), limit_test=settings.get("limit_test"),
+                      seed=settings.get("seed", 0))  # fmt: skip
+    config = EvalConfig(attacks=("clean", "pgd", "autoattack"), threat=Threat.from_dict(settings),
+                        seed=settings.get("seed", 0), autoattack_version=size.autoattack_version,
+                        autoattack_n=size.autoattack_n)  # fmt: skip
+    results = api.evaluate_checkpoint(directory, data, config)
+    row = row | {
+        "autoattack": True,
+        "autoattack_acc": results["autoattack_acc"],
+        "autoattack_same_examples": results["autoattack"]["same_examples"],
+        "autoattack_wall_s": round(time.perf_counter() - started, 1),
+        "evaluated_n": row.get("evaluated_n", {}) | {"autoattack": results["autoattack"]["n"]},
+    }
     write_json(row_path, row)
     return row
 
