@@ -81,6 +81,7 @@ class Run:
     lr: float | None = None
     recipe: str = "default"
     random_init: bool = False
+    schedule: str | None = None  # None: the recipe's
 
 
 RUNS = [
@@ -89,6 +90,7 @@ RUNS = [
     Run("roli", "roli"),
     Run("autolora (paper)", "autolora", recipe="paper"),
     Run("autolora", "autolora"),
+    Run("autolora (budget checkpoints)", "autolora", schedule="auto-budget"),
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
 ]
 
@@ -174,8 +176,8 @@ def random_source(like: Path, out: Path, seed: int) -> Path:
 def train_config(run: Run, size: Size, seed: int, autoattack: bool) -> TrainConfig:
     attacks = ("clean", "pgd", "autoattack") if autoattack else ("clean", "pgd")
     return finetune_config(run.method, run.lr, epochs=size.epochs, attack_steps=size.attack_steps, recipe=run.recipe,
-                           autoattack_version=size.autoattack_version, autoattack_n=size.autoattack_n, seed=seed,
-                           attacks=attacks)  # fmt: skip
+                           schedule=run.schedule, autoattack_version=size.autoattack_version,
+                           autoattack_n=size.autoattack_n, seed=seed, attacks=attacks)  # fmt: skip
 
 
 def slug(name: str) -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from autolora.errors import ConfigError
 from autolora.train import AutoLRSchedule, CosineSchedule, StepDecaySchedule
+from autolora.train.schedule import SCHEDULES, budget_checkpoints
 
 
 def _run(schedule, curve):
@@ -88,6 +89,25 @@ def test_reference_32px_checkpoints():
     schedule = AutoLRSchedule(0.1, max_epochs=50, checkpoints=[0, 16, 24, 28, 36, 40, 42, 44, 46, 48, 50])
     decisions = _run(schedule, [0.5] * 17)
     assert [i + 1 for i, d in enumerate(decisions) if d.halved] == [17]
+
+
+def test_budget_checkpoints_follow_auto_pgd_and_end_at_the_cap():
+    assert budget_checkpoints(10) == [0, 2, 4, 6, 7, 8, 9, 10]
+    assert budget_checkpoints(40) == [0, 9, 16, 23, 28, 32, 35, 37, 40]
+    for cap in range(1, 80):
+        points = budget_checkpoints(cap)
+        assert points[0] == 0 and points[-1] == cap and points == sorted(set(points))
+
+
+def test_budget_checkpoints_lower_the_lr_before_a_cap_that_every_4_epochs_would_not():
+    # 10 epochs, improving until epoch 8, then a plateau: the paper's every-4 rule decides after
+    # epochs 5 and 9 and sees 3 of 4 improvements at both; the budget checkpoints halve in the plateau.
+    curve = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.74, 0.74]
+    every_4 = _run(AutoLRSchedule(0.1, max_epochs=10), curve)
+    budget = _run(SCHEDULES["auto-budget"](0.1, 10), curve)
+    assert not any(d.halved for d in every_4)
+    assert [i + 1 for i, d in enumerate(budget) if d.halved] == [9, 10]
+    assert budget[-1].lr == pytest.approx(0.1 / 4) and budget[-1].stop
 
 
 def test_step_decay_and_cosine():

@@ -52,6 +52,7 @@ def finetune_config(
     seed: int,
     save_every: int | None = None,
     recipe: str = "default",
+    schedule: str | None = None,
     attacks: tuple[str, ...] = ("clean", "pgd", "autoattack"),
 ) -> TrainConfig:
     """The fine-tuning settings the demo and the reproduction study share, so that their runs agree:
@@ -60,6 +61,7 @@ def finetune_config(
     return TrainConfig(
         method=method,
         recipe=recipe,
+        schedule=schedule,
         epochs=epochs,
         lr=lr,
         threat=THREAT,

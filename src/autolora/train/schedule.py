@@ -191,8 +191,24 @@ class AutoLRSchedule(Schedule):
         return self._finish(self._halve(False, f"non-finite loss in epoch {self.epoch}"))
 
 
+def budget_checkpoints(max_epochs: int) -> list[int]:
+    """Auto-PGD's checkpoints (Croce and Hein 2020, Sec. 3.2) as epochs of a run capped at ``max_epochs``.
+
+    Fractions ``p0 = 0, p1 = 0.22, p[j+1] = p[j] + max(p[j] - p[j-1] - 0.03, 0.06)`` of the cap:
+    long windows while the run is young, one epoch each near the cap, so that the rule still
+    lowers the LR before a cap that would otherwise cut it off at its starting value. The
+    authors' 32-px code uses such a list (0, 16, 24, ... 48, 50 over 50 epochs).
+    """
+    fractions = [0.0, 0.22]
+    while fractions[-1] < 1.0:
+        fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
+    epochs = sorted({min(round(p * max_epochs), max_epochs) for p in fractions})
+    return epochs if len(epochs) > 1 else [0, max_epochs]
+
+
 SCHEDULES: dict[str, Callable[[float, int], Schedule]] = {
     "auto": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs),
+    "auto-budget": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs, checkpoints=budget_checkpoints(epochs)),
     "step": StepDecaySchedule,
     "cosine": CosineSchedule,
 }
