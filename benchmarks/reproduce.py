@@ -257,9 +257,9 @@ def finished_rows(out: Path) -> list[dict[str, Any]]:
 
 def _stats(values: list[float]) -> dict[str, float | None]:
     if not values:
-        return {"mean": None, "se": None, "worst": None}
+        return {"mean": None, "se": None, "worst": None, "n": 0}
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-    return {"mean": statistics.mean(values), "se": se, "worst": min(values)}
+    return {"mean": statistics.mean(values), "se": se, "worst": min(values), "n": len(values)}
 
 
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -303,8 +303,20 @@ def markdown(table: list[dict[str, Any]], size: Size) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _robust(entry: dict[str, Any]) -> tuple[dict[str, float | None], str]:
+    """AutoAttack where every seed has it, else PGD-20: an upper bound on the run's AutoAttack accuracy."""
+    if entry["autoattack_acc"]["n"] == len(entry["seeds"]):
+        return entry["autoattack_acc"], "autoattack"
+    return entry["pgd_acc"], "pgd-20"
+
+
 def verdicts(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue 13's criteria per task and budget: default AutoLoRa's worst seed against the best vanilla LR."""
+    """Issue 13's criteria per task and budget: default AutoLoRa's worst seed against the best vanilla LR.
+
+    AutoLoRa is judged on AutoAttack where all its seeds have it; a vanilla LR without AutoAttack
+    is represented by its PGD-20 accuracy, which bounds its AutoAttack accuracy from above, so
+    the comparison can only be stricter than the one the criteria ask for.
+    """
     found = []
     for task, budget in dict.fromkeys((e["task"], e["budget"]) for e in table):
         entries = {e["run"]: e for e in table if (e["task"], e["budget"]) == (task, budget)}
@@ -312,18 +324,20 @@ def verdicts(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         vanillas = [entries[f"vanilla lr={lr:g}"] for lr in VANILLA_LRS if f"vanilla lr={lr:g}" in entries]
         if auto is None or not vanillas:
             continue
-        key = "autoattack_acc" if auto["autoattack_acc"]["mean"] is not None else "pgd_acc"
-        best = max(vanillas, key=lambda e: e[key]["mean"] or 0)
-        se = best[key]["se"] or 0.0
+        robust, metric = _robust(auto)
+        best = max(vanillas, key=lambda e: _robust(e)[0]["mean"] or 0)
+        best_robust, best_metric = _robust(best)
+        se = best_robust["se"] or 0.0
         complete = len(vanillas) == len(VANILLA_LRS)
         grid_steps = sum(v["optimizer_steps"]["mean"] or 0 for v in vanillas) if complete else 0
         found.append({
-            "task": task, "budget": budget, "metric": key, "best_vanilla": best["run"],
-            "autolora_worst": auto[key]["worst"], "best_vanilla_mean": best[key]["mean"], "best_vanilla_se": se,
-            "robust_ok": auto[key]["worst"] >= best[key]["mean"] - se,
+            "task": task, "budget": budget, "metric": metric, "best_vanilla": best["run"],
+            "best_vanilla_metric": best_metric, "seeds": auto["seeds"],
+            "autolora_worst": robust["worst"], "best_vanilla_mean": best_robust["mean"], "best_vanilla_se": se,
+            "robust_ok": robust["worst"] >= best_robust["mean"] - se,
             "clean_ok": auto["clean_acc"]["worst"] >= best["clean_acc"]["mean"] - 0.02,
-            "beats_every_vanilla": all(auto[key]["worst"] > v[key]["mean"] for v in vanillas),
-            "above_no_pretraining": none is None or auto[key]["worst"] >= none[key]["mean"],
+            "beats_every_vanilla": all(robust["worst"] > _robust(v)[0]["mean"] for v in vanillas),
+            "above_no_pretraining": none is None or robust["worst"] >= _robust(none)[0]["mean"],
             "steps_ratio_to_grid": (auto["optimizer_steps"]["mean"] or 0) / grid_steps if grid_steps else None,
         })  # fmt: skip
     return found
