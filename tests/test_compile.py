@@ -8,6 +8,7 @@ The ``long`` test runs inductor itself (``python -m pytest -m long tests/test_co
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -125,3 +126,10 @@ def test_without_a_compiler_the_model_stays_eager_with_a_warning(tiny_model, mon
         assert runtime.compile_model(tiny_model, torch.device("cpu")) is False
     assert "needs a C++ compiler" in caplog.text and "runs eagerly" in caplog.text
     assert tiny_model._compiled_call_impl is None
+
+
+def test_a_copy_of_a_compiled_model_is_a_plain_module(tiny_model, monkeypatch):
+    monkeypatch.setattr(runtime, "COMPILE_BACKEND", "eager")
+    assert runtime.compile_model(tiny_model, torch.device("cpu"))  # nothing is compiled before the first call
+    assert tiny_model._compiled_call_impl is not None
+    assert copy.deepcopy(tiny_model)._compiled_call_impl is None  # the export and snapshots are such copies

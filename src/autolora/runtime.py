@@ -54,6 +54,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 def compile_problem(device: torch.device, backend: str | None = None) -> str | None:
     """Why ``torch.compile`` with ``backend`` (``COMPILE_BACKEND``) cannot run on ``device`` here, or None."""
     backend = backend or COMPILE_BACKEND
+    if not hasattr(nn.Module, "compile"):
+        return f"torch {torch.__version__} has no nn.Module.compile (torch 2.2 or later)"
     if not torch._dynamo.is_dynamo_supported():
         return f"torch {torch.__version__} cannot compile under Python {platform.python_version()}"
     if backend != "inductor":
@@ -64,7 +66,7 @@ def compile_problem(device: torch.device, backend: str | None = None) -> str | N
         return None if has_triton() else "inductor needs Triton on CUDA (pip install triton)"
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
-    except ImportError:  # torch before 2.5: inductor finds g++ on the PATH
+    except ImportError:  # an older torch: look for g++ on the PATH, as it does
         return None if shutil.which("g++") else "inductor needs a C++ compiler on CPU (g++) and none was found"
     try:
         get_cpp_compiler()
