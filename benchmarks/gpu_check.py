@@ -189,15 +189,22 @@ def step224(args: argparse.Namespace, device: torch.device) -> list[dict]:
     for compile in args.compile:  # every eager row first: they come back even if compiling runs out of time
         for name in args.models:
             for precision in args.precisions:
-                r = step_224(name, precision, compile == "on", args, device)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()  # the step's model and graphs are gone: its cached blocks go too
+                try:
+                    r = step_224(name, precision, compile == "on", args, device)
+                except RuntimeError as exc:  # out of memory, a compiler failure: say so, measure the rest
+                    error = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    results.append({"model": name, "precision": precision, "compiled": compile == "on", "error": error})
+                    print(f"{name:<9} {precision:<9} {compile:<8} failed: {error}", flush=True)
+                    continue
+                finally:
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()  # the step's model and graphs are gone: its cached blocks go too
                 results.append(r)
                 hours = f"{paper_estimate(r['autolora_images_per_s'])[1]:10.1f}" if name == "resnet50" else " " * 10
                 rates = (f"{r['autolora_images_per_s']:14.1f} {_gib(r['autolora_peak_gib']):>8} "
                          f"{r['plain_images_per_s']:11.1f} {_gib(r['plain_peak_gib']):>8}")  # fmt: skip
                 print(f"{name:<9} {precision:<9} {compile:<8} {r['first_step_s']:10.1f} {rates} {hours}", flush=True)
-    resnet = [r for r in results if r["model"] == "resnet50"]
+    resnet = [r for r in results if r["model"] == "resnet50" and "error" not in r]
     if resnet:
         best = max(resnet, key=lambda r: r["autolora_images_per_s"])
         minutes, hours = paper_estimate(best["autolora_images_per_s"])

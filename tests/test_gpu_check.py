@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from autolora import runtime
 
@@ -61,3 +62,19 @@ def test_the_whole_smoke_check(tmp_path):
 def test_the_paper_estimate(gpu_check):
     minutes, hours = gpu_check.paper_estimate(100.0)  # 50,000 images at 100 img/s: 500 s an epoch, 60 epochs
     assert minutes == pytest.approx(500 / 60) and hours == pytest.approx(60 * 500 / 3600)
+
+
+def test_a_setting_that_fails_is_recorded_and_the_rest_measured(gpu_check, monkeypatch, tmp_path, capsys):
+    def out_of_memory(name, precision, compile, args, device):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(gpu_check, "step_224", out_of_memory)
+    out = tmp_path / "gpu_check.json"
+    argv = ["gpu_check.py", "--smoke", "--parts", "step224", "--models", "resnet50", "--precisions", "fp32,bf16",
+            "--compile", "off", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    gpu_check.main()
+    rows = json.loads(out.read_text())["step224"]
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    assert all(r["error"].startswith("CUDA out of memory") for r in rows)
+    assert "failed: CUDA out of memory" in capsys.readouterr().out
