@@ -7,6 +7,9 @@ photographs), then measures
 - an AutoLoRa training step (PGD-K attack, both paths, backward, SGD) of ResNet-50 and ViT-Ti at 224 px.
 
     python benchmarks/images_224.py [--images 2000] [--batch 64] [--step-batch 8] [--attack-steps 10]
+
+``--no-loading`` times the training steps alone; ``--threads 1`` keeps a step to one core (beside
+another job, two threads are several times slower than one: RESULTS.md).
 """
 
 from __future__ import annotations
@@ -87,13 +90,17 @@ def main() -> None:
     parser.add_argument("--step-batch", type=int, default=8, help="training-step batch")
     parser.add_argument("--attack-steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=default_workers(), help="torch threads for the steps")
+    parser.add_argument("--no-loading", action="store_true", help="time the training steps only")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "images_224.json")
     args = parser.parse_args()
-    torch.set_num_threads(default_workers())
-    with tempfile.TemporaryDirectory() as folder:
-        write_folder(Path(folder), args.images)
-        result = {"loading": loading(Path(folder), args.batch)}
-    print(json.dumps(result["loading"]), flush=True)
+    torch.set_num_threads(args.threads)
+    result: dict = {}
+    if not args.no_loading:
+        with tempfile.TemporaryDirectory() as folder:
+            write_folder(Path(folder), args.images)
+            result["loading"] = loading(Path(folder), args.batch)
+        print(json.dumps(result["loading"]), flush=True)
     result["training_step_img_s"] = {
         model: round(step_rate(model, args.step_batch, args.attack_steps, args.repeats), 2) for model in MODELS
     }

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from autolora.inputs import InputSpec
 from autolora.models import create_model
+from autolora.runtime import compile_model
 from autolora.train import TrainConfig, get_method
 from autolora.train.methods.autolora import AutoLoRa
 from autolora.train.objectives import LossOutput, Objective
@@ -41,9 +42,11 @@ def training_step(
     weight_decay: float = 0.0,
     precision: str = "fp32",
     channels_last: bool = False,
+    compile: bool = False,
     device: torch.device | str = "cpu",
 ) -> TrainingStep:
-    """A fresh ``model_name`` (seed 0, branched when the method is) ready to train with ``method``."""
+    """A fresh ``model_name`` (seed 0, branched when the method is) ready to train with ``method``;
+    ``compile`` compiles it in place as ``--compile`` does (``runtime.compile_model``)."""
     torch.manual_seed(0)
     model = create_model(model_name, 10, spec)
     config = TrainConfig(method=method, epochs=1, lr=lr, weight_decay=weight_decay, precision=precision,
@@ -54,6 +57,8 @@ def training_step(
         strategy.scalars.update(0.5)  # a mid-training setting: lambda1 0.5, lambda2 3
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device).to(memory_format=memory_format).train()
+    if compile and not compile_model(model, torch.device(device)):
+        raise SystemExit("torch.compile cannot run here (see the warning above)")
     objective = strategy.loss
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=lr, momentum=0.9, weight_decay=weight_decay)

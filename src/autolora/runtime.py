@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import inspect
+import logging
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from . import __version__
 from .errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 DEVICES = ("auto", "cpu", "cuda")
+# torch.compile's backend for --compile. Tests and the benchmarks' smoke runs select "eager" or
+# "aot_eager" (the same tracing, no code generation) by patching this name; nothing else changes it.
+COMPILE_BACKEND = "inductor"
+# A training run calls the model in about five ways (attack, both AutoLoRa paths, validation, the
+# scalars), each compiled once for its first batch size and once with a dynamic batch dimension:
+# torch's default limit of 8 graphs per module would send the last ones back to eager.
+COMPILE_RECOMPILE_LIMIT = 16
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -36,6 +49,51 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to ``dtype`` on ``device``, or nothing when ``dtype`` is None (fp32)."""
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def compile_problem(device: torch.device, backend: str | None = None) -> str | None:
+    """Why ``torch.compile`` with ``backend`` (``COMPILE_BACKEND``) cannot run on ``device`` here, or None."""
+    backend = backend or COMPILE_BACKEND
+    if not hasattr(nn.Module, "compile"):
+        return f"torch {torch.__version__} has no nn.Module.compile (torch 2.2 or later)"
+    if not torch._dynamo.is_dynamo_supported():
+        return f"torch {torch.__version__} cannot compile under Python {platform.python_version()}"
+    if backend != "inductor":
+        return None
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "inductor needs Triton on CUDA (pip install triton)"
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # an older torch: look for g++ on the PATH, as it does
+        return None if shutil.which("g++") else "inductor needs a C++ compiler on CPU (g++) and none was found"
+    try:
+        get_cpp_compiler()
+    except RuntimeError:
+        return "inductor needs a C++ compiler on CPU (g++, or $CXX) and none was found"
+    return None
+
+
+def compile_model(model: nn.Module, device: torch.device) -> bool:
+    """Compile ``model``'s forward in place (``nn.Module.compile``); False, with a warning, where it cannot.
+
+    In place, not ``torch.compile(model)``: the module, its parameters and its state-dict keys stay
+    the same (no ``_orig_mod.`` prefix can reach a checkpoint), every caller (attacks, both AutoLoRa
+    paths, validation) gets the compiled forward, and a deep copy is a plain module again (torch
+    drops the compiled call from a module's pickled state), which is how the export is made.
+    The training and evaluation modes, the natural path and no-grad calls are separate graphs,
+    compiled the first time each is met; a second batch size compiles once more, with a dynamic batch.
+    """
+    problem = compile_problem(device)
+    if problem is not None:
+        log.warning("--compile: %s; training runs eagerly", problem)
+        return False
+    options: dict[str, Any] = {"backend": COMPILE_BACKEND}
+    if "recompile_limit" in inspect.signature(torch.compile).parameters:  # recent torch; else the global 8
+        options["recompile_limit"] = COMPILE_RECOMPILE_LIMIT
+    model.compile(**options)
+    return True
 
 
 def git_commit() -> str | None:

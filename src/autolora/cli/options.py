@@ -104,6 +104,9 @@ Precision = Annotated[str, option("fp32, or bf16 autocast for training (CUDA).",
 ChannelsLast = Annotated[
     bool, option("channels_last memory format (faster, also on CPUs).", RUN, "--channels-last/--no-channels-last")
 ]
+Compile = Annotated[
+    bool, option("torch.compile the model for training (minutes to compile).", RUN, "--compile/--no-compile")
+]
 Seed = Annotated[int, option("Random seed: data order, splits, attacks, initialisation.", RUN)]
 Device = Annotated[str, option("auto (CUDA when present), cpu or cuda.", RUN)]
 Debug = Annotated[bool, option("Show the full traceback of an error.", RUN, "--debug")]

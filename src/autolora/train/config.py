@@ -53,6 +53,7 @@ class TrainConfig:
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
+    compile: bool = False  # torch.compile the model's forward for training (runtime.compile_model)
     seed: int = 0
     save_every: int | None = None
     evaluation: EvalConfig = field(default_factory=EvalConfig)
@@ -83,6 +84,9 @@ class TrainConfig:
         object.__setattr__(self, name, value)
 
     def _check(self) -> None:
+        for name in ("find_lr", "channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name.replace("_", "-"), getattr(self, name), "use True or False")
         positive = {"epochs": self.epochs, "batch-size": self.batch_size, "rank": self.rank}
         for name, value in positive.items():
             if value < 1:
@@ -136,7 +140,9 @@ class TrainConfig:
         return data
 
     def resume_key(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the run it continues."""
+        """The settings a resumed run must share with the run it continues (not ``compile``: how the
+        steps run, not what they compute; a run may continue where no compiler is)."""
         data = self.to_dict()
         data.pop("evaluation")
+        data.pop("compile")
         return data

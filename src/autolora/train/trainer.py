@@ -25,6 +25,7 @@ from ..eval import evaluate
 from ..eval.metrics import METRIC_KEYS
 from ..fileio import read_json, save_tensors, write_json
 from ..models import ImageClassifier, save_run_model
+from ..runtime import compile_model
 from .config import TrainConfig
 from .head_start import HeadStartContext, describe_head_start, start_head
 from .lr_search import RangeTest, lr_range_test
@@ -140,6 +141,10 @@ class Trainer:
         self.method.prepare(model)
         if self.config.channels_last:
             model.to(memory_format=torch.channels_last)
+        # Compiled in place, so every call of the model is compiled (the attacks, both AutoLoRa paths,
+        # validation, the scalars) while state dicts, snapshots and the export stay those of the
+        # plain model; the test evaluation runs on the exported copy, eagerly.
+        self.compiled = self.config.compile and compile_model(model, self.device)
         self.net: nn.Module = model
         if self.dist.enabled:
             use_global_batchnorm(model)
@@ -491,6 +496,7 @@ class Trainer:
             "data": self.data.sizes(),
             "input_guess": (self.record.get("source") or {}).get("input_guess"),
             "evaluation": results,
+            "compiled": self.compiled,
             **self.timing.summary(),
             **asdict(self.compute),
         }
