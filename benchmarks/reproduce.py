@@ -82,6 +82,7 @@ class Run:
     recipe: str = "default"
     random_init: bool = False
     schedule: str | None = None  # None: the recipe's
+    val_attack_loss: str | None = None  # None: the recipe's
 
 
 RUNS = [
@@ -91,6 +92,7 @@ RUNS = [
     Run("autolora (paper)", "autolora", recipe="paper"),
     Run("autolora", "autolora"),
     Run("autolora (budget checkpoints)", "autolora", schedule="auto-budget"),
+    Run("autolora (DLR validation)", "autolora", val_attack_loss="dlr"),
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
 ]
 
@@ -176,7 +178,8 @@ def random_source(like: Path, out: Path, seed: int) -> Path:
 def train_config(run: Run, size: Size, seed: int, autoattack: bool) -> TrainConfig:
     attacks = ("clean", "pgd", "autoattack") if autoattack else ("clean", "pgd")
     return finetune_config(run.method, run.lr, epochs=size.epochs, attack_steps=size.attack_steps, recipe=run.recipe,
-                           schedule=run.schedule, autoattack_version=size.autoattack_version,
+                           schedule=run.schedule, val_attack_loss=run.val_attack_loss,
+                           autoattack_version=size.autoattack_version,
                            autoattack_n=size.autoattack_n, seed=seed, attacks=attacks)  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from autolora.attacks import (
     KLObjective,
     L2Ball,
     LinfBall,
+    MarginObjective,
     RandomStart,
     evaluating,
     run_autoattack,
@@ -122,6 +123,32 @@ def test_kl_objective_moves_away_from_the_clean_prediction(batch):
     x_adv = PGD(LinfBall(0.1), steps=5, random_start=RandomStart.NORMAL)(model, x, objective)
     with torch.no_grad(), evaluating(model):
         assert objective.loss(model(x_adv)).mean() > objective.loss(model(x + 1e-3)).mean()
+
+
+def test_margin_objective_is_the_scale_free_dlr():
+    logits = torch.tensor([[4.0, 1.0, 0.0, -1.0], [0.0, 3.0, 2.0, 1.0]])
+    labels = torch.tensor([0, 2])
+    objective = MarginObjective(labels)
+    # -(z_y - max other) / (z_(1) - z_(3)): -(4 - 1) / (4 - 0) and -(2 - 3) / (3 - 1)
+    assert torch.allclose(objective.loss(logits), torch.tensor([-0.75, 0.5]))
+    assert torch.allclose(objective.loss(100 * logits), objective.loss(logits))
+    assert objective.success(logits).tolist() == [False, True]
+    two = MarginObjective(torch.tensor([1]))
+    assert torch.allclose(two.loss(torch.tensor([[2.0, 0.5]])), torch.tensor([1.5]))
+
+
+def test_margin_pgd_attacks_a_saturated_softmax_that_cross_entropy_pgd_cannot(batch):
+    x, y = batch
+    model = _net()
+    with torch.no_grad():
+        model[-1].weight.mul_(1e4)  # confident predictions: the softmax saturates, CE's gradient is 0
+        y = model(x).argmax(dim=1)  # every example classified "correctly"
+    attack = PGD(LinfBall(0.3), steps=10, step_size=0.1, random_start=RandomStart.NONE)
+    x_ce, x_margin = attack(model, x, y), attack(model, x, MarginObjective(y))
+    with evaluating(model), torch.no_grad():
+        fooled_ce = (model(x_ce).argmax(1) != y).float().mean()
+        fooled_margin = (model(x_margin).argmax(1) != y).float().mean()
+    assert fooled_margin > fooled_ce + 0.25, (fooled_ce, fooled_margin)
 
 
 def test_agrees_with_torchattacks(batch):

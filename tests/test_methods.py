@@ -290,6 +290,21 @@ def test_an_epoch_repeats_the_data_to_reach_its_period_in_optimizer_steps(tmp_pa
     assert all(r["val_robust_loss"] > 0 for r in rows)
 
 
+def test_validation_can_attack_the_dlr_margin_and_the_run_records_it(tmp_path, tiny_model):
+    assert TrainConfig(method="vanilla").val_attack_loss == "ce"
+    with pytest.raises(ConfigError, match="val-attack-loss"):
+        TrainConfig(method="autolora", val_attack_loss="hinge")
+    source = tmp_path / "source"
+    save_run_model(source, tiny_model, "resnet8")
+    data = DataConfig("digits", classes="0-3", limit_train=120, limit_test=24)
+    config = TrainConfig(method="autolora", epochs=1, batch_size=32, threat=Threat(0.1), attack_steps=1,
+                         period_steps=1, val_attack_loss="dlr", evaluation=EvalConfig(pgd_steps=1))  # fmt: skip
+    api.finetune(source, data, config, tmp_path / "run", device="cpu")
+    (row,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert row["val_robust_acc"] <= row["val_clean_acc"] and row["val_robust_loss"] > 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["val_attack_loss"] == "dlr"
+
+
 # ----------------------------------------------------------------- the default recipe's parts
 
 

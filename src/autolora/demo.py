@@ -53,6 +53,7 @@ def finetune_config(
     save_every: int | None = None,
     recipe: str = "default",
     schedule: str | None = None,
+    val_attack_loss: str | None = None,
     attacks: tuple[str, ...] = ("clean", "pgd", "autoattack"),
 ) -> TrainConfig:
     """The fine-tuning settings the demo and the reproduction study share, so that their runs agree:
@@ -62,6 +63,7 @@ def finetune_config(
         method=method,
         recipe=recipe,
         schedule=schedule,
+        val_attack_loss=val_attack_loss,
         epochs=epochs,
         lr=lr,
         threat=THREAT,

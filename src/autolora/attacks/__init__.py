@@ -2,7 +2,7 @@
 
 from .autoattack import AutoAttackResult, run_autoattack
 from .noise import BatchNoise
-from .objectives import CrossEntropyObjective, KLObjective
+from .objectives import CrossEntropyObjective, KLObjective, MarginObjective
 from .pgd import PGD, evaluating
 from .threat import NORMS, L2Ball, LinfBall, RandomStart, Threat, ThreatModel, threat_model
 
@@ -13,6 +13,7 @@ __all__ = [
     "BatchNoise",
     "CrossEntropyObjective",
     "KLObjective",
+    "MarginObjective",
     "L2Ball",
     "LinfBall",
     "RandomStart",

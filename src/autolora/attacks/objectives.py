@@ -23,6 +23,31 @@ class CrossEntropyObjective:
 
 
 @dataclass
+class MarginObjective:
+    """The difference-of-logits ratio (DLR) of Croce and Hein (2020), untargeted; success means misclassified.
+
+    ``-(z_y - max_{j != y} z_j) / (z_(1) - z_(3))`` with ``z_(k)`` the k-th largest logit: a margin,
+    made invariant to the scale of the logits, so a model whose softmax saturates (and whose
+    cross-entropy gradient vanishes) is still attacked. With fewer than 3 classes, the plain margin.
+    """
+
+    labels: Tensor
+
+    def loss(self, logits: Tensor) -> Tensor:
+        logits = logits.float()
+        true = logits.gather(1, self.labels[:, None]).squeeze(1)
+        others = logits.scatter(1, self.labels[:, None], float("-inf")).amax(dim=1)
+        margin = others - true
+        if logits.shape[1] < 3:
+            return margin
+        ranked = logits.topk(3, dim=1).values
+        return margin / (ranked[:, 0] - ranked[:, 2] + 1e-12)
+
+    def success(self, logits: Tensor) -> Tensor:
+        return logits.argmax(dim=1) != self.labels
+
+
+@dataclass
 class KLObjective:
     """KL(softmax(clean) || softmax(adversarial)), the TRADES inner maximisation."""
 

@@ -16,6 +16,7 @@ from .schedule import SCHEDULES
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 VAL_METRICS = ("robust_acc", "robust_loss")
+VAL_ATTACK_LOSSES = ("ce", "dlr")
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
     "paper": "the AutoLoRa paper's algorithm exactly: LR 0.1, epoch-based rule, zero head",
@@ -48,6 +49,7 @@ class TrainConfig:
     scalar_samples: int | None = 5000
     period_steps: int | None = None  # an epoch runs at least this many optimizer steps (None: the recipe's)
     val_metric: str | None = None  # "robust_acc" or "robust_loss" (lower is better); None: the recipe's
+    val_attack_loss: str | None = None  # what the validation PGD maximises: "ce" or "dlr"; None: the recipe's
     schedule: str | None = None  # None: the method's own
     head_init: str | None = None  # None: the method's own (zero for all but RoLI)
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
@@ -66,7 +68,7 @@ class TrainConfig:
         recipe = method.recipe(self.recipe)
         if self.find_lr and self.lr is not None:
             raise ConfigError("lr", self.lr, "give an LR or ask for find_lr, not both")
-        for name in ("lr", "epochs", "head_init", "period_steps", "val_metric"):
+        for name in ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss"):
             if getattr(self, name) is None:
                 self._set(name, getattr(recipe, name))
         if self.find_lr:
@@ -106,7 +108,8 @@ class TrainConfig:
             if value is not None and value < 1:
                 raise ConfigError(name, value, "use a positive number")
         choices = {"schedule": (self.schedule, SCHEDULES), "precision": (self.precision, PRECISIONS),
-                   "head-init": (self.head_init, HEAD_INITS), "val-metric": (self.val_metric, VAL_METRICS)}  # fmt: skip
+                   "head-init": (self.head_init, HEAD_INITS), "val-metric": (self.val_metric, VAL_METRICS),
+                   "val-attack-loss": (self.val_attack_loss, VAL_ATTACK_LOSSES)}  # fmt: skip
         for name, (value, table) in choices.items():
             if value is not None and value not in table:
                 raise ConfigError(name, value, f"choose one of: {', '.join(table)}")

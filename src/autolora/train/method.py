@@ -35,7 +35,8 @@ class MethodDefaults:
     ``decides_length``: the schedule stops the run by itself and ``epochs`` is only a cap;
     ``head_init``: how the new head starts (``train/head_start.py``);
     ``period_steps``: an epoch repeats the training set until it has this many optimizer steps;
-    ``val_metric``: what the schedule compares on the validation split.
+    ``val_metric``: what the schedule compares on the validation split;
+    ``val_attack_loss``: what the validation PGD maximises, cross-entropy ("ce") or the DLR margin ("dlr").
     """
 
     lr: float | None
@@ -45,6 +46,7 @@ class MethodDefaults:
     head_init: str = "zero"
     period_steps: int | None = None
     val_metric: str = "robust_acc"
+    val_attack_loss: str = "ce"
 
 
 FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%

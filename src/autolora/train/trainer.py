@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..attacks import BatchNoise, RandomStart
+from ..attacks import BatchNoise, MarginObjective, RandomStart
 from ..attacks.pgd import evaluating
 from ..data import BatchLoader, ImageSet, PreparedData
 from ..data.loader import BatchInfo
@@ -305,7 +305,11 @@ class Trainer:
         return finite
 
     def _validate(self, epoch: int) -> tuple[float, float, float]:
-        """Validation clean accuracy, robust accuracy and robust loss (mean CE on the PGD examples)."""
+        """Validation clean accuracy, robust accuracy and robust loss (mean CE on the PGD examples).
+
+        The PGD maximises ``val_attack_loss``: cross-entropy, or the DLR margin, which keeps attacking
+        where a saturated softmax leaves the cross-entropy no gradient.
+        """
         clean = robust = total = loss = 0.0
         with evaluating(self.model):
             for x, y, info in self.val_loader.parts():
@@ -313,7 +317,7 @@ class Trainer:
                 x = self._memory_format(x)
                 with torch.no_grad():
                     clean += int((self.model(x).argmax(1) == y).sum())
-                x_adv = self.val_attack(self.model, x, y)
+                x_adv = self.val_attack(self.model, x, y if self.config.val_attack_loss == "ce" else MarginObjective(y))
                 self.compute.attack_passes += self.val_attack.steps
                 with torch.no_grad():
                     logits = self.model(x_adv)
