@@ -83,3 +83,13 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path):
     table = study.aggregate(study.finished_rows(tmp_path))
     assert "| twins |" in study.markdown(table, tiny) and "| roli |" in study.markdown(table, tiny)
     assert study.verdicts(table)[0]["best_vanilla"] == "vanilla lr=0.1"
+    assert study.verdicts(table)[0]["metric"] == "pgd-20"
+    # --autoattack afterwards: finished rows gain AutoAttack from their deployed models, no training again
+    headline = [r for r in runs if r.name in ("vanilla lr=0.1", "autolora")]
+    steps_before = {name: by_run[name]["optimizer_steps"] for name in ("vanilla lr=0.1", "autolora")}
+    rows = study.run_study(["digits"], ["300"], [0], headline, tiny, tmp_path, autoattack=True)
+    assert all(row["autoattack"] and 0 <= row["autoattack_acc"] <= row["autoattack_same_examples"]["clean_acc"]
+               and row["evaluated_n"]["autoattack"] == tiny.autoattack_n for row in rows)  # fmt: skip
+    assert {row["run"]: row["optimizer_steps"] for row in rows} == steps_before
+    verdict = study.verdicts(study.aggregate(study.finished_rows(tmp_path)))[0]
+    assert verdict["metric"] == "autoattack" and verdict["best_vanilla_metric"] == "autoattack"
