@@ -284,7 +284,9 @@ def _cell(entry: dict[str, Any], key: str) -> str:
     if s["mean"] is None:
         return "-"
     se = f" ± {100 * s['se']:.1f}" if s["se"] is not None else ""
-    return f"{100 * s['mean']:.1f}{se} ({100 * s['worst']:.1f})"
+    seeds = len(entry["seeds"])
+    partial = f", {s['n']} of {seeds} seeds" if s.get("n", seeds) < seeds else ""
+    return f"{100 * s['mean']:.1f}{se} ({100 * s['worst']:.1f}{partial})"
 
 
 def markdown(table: list[dict[str, Any]], size: Size) -> str:
