@@ -127,7 +127,7 @@ def fmnist_0_4_source(size: Size, out: Path) -> Path:
 
 
 def digits_source(size: Size, out: Path) -> Path:
-    """PGD-AT on scikit-learn's digits (upscaled to 28 px), trained here once: a source whose
+    """PGD-AT on scikit-learn's digits at their own 8x8 px, trained here once: a source whose
     features fit Fashion-MNIST poorly."""
     path = out / "sources" / "digits"
     if not (path / "summary.json").exists():
