@@ -309,9 +309,9 @@ def markdown(table: list[dict[str, Any]], size: Size) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _robust(entry: dict[str, Any]) -> tuple[dict[str, float | None], str]:
-    """AutoAttack where every seed has it, else PGD-20: an upper bound on the run's AutoAttack accuracy."""
-    if entry["autoattack_acc"]["n"] == len(entry["seeds"]):
+def _robust(entry: dict[str, Any], autoattack: bool = True) -> tuple[dict[str, float | None], str]:
+    """AutoAttack where every seed has it (and ``autoattack``), else PGD-20: an upper bound on it."""
+    if autoattack and entry["autoattack_acc"]["n"] == len(entry["seeds"]):
         return entry["autoattack_acc"], "autoattack"
     return entry["pgd_acc"], "pgd-20"
 
@@ -322,7 +322,8 @@ def verdicts(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     AutoLoRa is judged on AutoAttack where all its seeds have it; a vanilla LR without AutoAttack
     is represented by its PGD-20 accuracy, which bounds its AutoAttack accuracy from above, so
-    the comparison can only be stricter than the one the criteria ask for.
+    the comparison can only be stricter than the one the criteria ask for. An AutoLoRa run
+    without AutoAttack on every seed is compared by PGD-20 with the others' PGD-20.
     """
     found = []
     for task, budget in dict.fromkeys((e["task"], e["budget"]) for e in table):
@@ -339,8 +340,9 @@ def _verdict(task: str, budget: str, auto: dict[str, Any], vanillas: list[dict[s
              none: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
     """One AutoLoRa run's verdict; the docstring of ``verdicts`` says how AutoAttack and PGD-20 mix."""
     robust, metric = _robust(auto)
-    best = max(vanillas, key=lambda e: _robust(e)[0]["mean"] or 0)
-    best_robust, best_metric = _robust(best)
+    judged = metric == "autoattack"  # an AutoLoRa row judged by PGD-20 meets the others' PGD-20: like with like
+    best = max(vanillas, key=lambda e: _robust(e, judged)[0]["mean"] or 0)
+    best_robust, best_metric = _robust(best, judged)
     se = best_robust["se"] or 0.0
     complete = len(vanillas) == len(VANILLA_LRS)
     grid_steps = sum(v["optimizer_steps"]["mean"] or 0 for v in vanillas) if complete else 0
@@ -350,8 +352,8 @@ def _verdict(task: str, budget: str, auto: dict[str, Any], vanillas: list[dict[s
         "autolora_worst": robust["worst"], "best_vanilla_mean": best_robust["mean"], "best_vanilla_se": se,
         "robust_ok": robust["worst"] >= best_robust["mean"] - se,
         "clean_ok": auto["clean_acc"]["worst"] >= best["clean_acc"]["mean"] - 0.02,
-        "beats_every_vanilla": all(robust["worst"] > _robust(v)[0]["mean"] for v in vanillas),
-        "above_no_pretraining": none is None or robust["worst"] >= _robust(none)[0]["mean"],
+        "beats_every_vanilla": all(robust["worst"] > _robust(v, judged)[0]["mean"] for v in vanillas),
+        "above_no_pretraining": none is None or robust["worst"] >= _robust(none, judged)[0]["mean"],
         "steps_ratio_to_grid": (auto["optimizer_steps"]["mean"] or 0) / grid_steps if grid_steps else None,
     }  # fmt: skip
 
