@@ -47,7 +47,7 @@ from autolora.eval import EvalConfig
 from autolora.fileio import read_json, write_json, write_text
 from autolora.models import create_model, load_classifier, save_run_model
 from autolora.report.plots import plt, save_figure
-from autolora.run_settings import recorded_settings
+from autolora.run_settings import resolve_settings
 from autolora.runtime import machine
 from autolora.train import TrainConfig
 from autolora.train.progress import LogReporter
@@ -228,13 +228,13 @@ def add_autoattack(row: dict[str, Any], size: Size, row_path: Path) -> dict[str,
     The run directory's own record gives the data set, classes, test subset, seed and threat model.
     """
     directory = Path(row["dir"])
-    settings = recorded_settings(directory)
+    settings, _ = resolve_settings(directory, {})  # what `autolora evaluate` measures a run directory on
     print(f"== {row['task']} {row['budget']} labels, seed {row['seed']}: {row['run']} (AutoAttack)", flush=True)
     started = time.perf_counter()
-    data = DataConfig(settings["dataset"], classes=settings.get("classes"), limit_test=settings.get("limit_test"),
-                      seed=settings.get("seed", 0))  # fmt: skip
+    data = DataConfig(settings["dataset"], classes=settings["classes"], limit_test=settings["limit_test"],
+                      seed=settings["seed"])  # fmt: skip
     config = EvalConfig(attacks=("clean", "pgd", "autoattack"), threat=Threat.from_dict(settings),
-                        seed=settings.get("seed", 0), autoattack_version=size.autoattack_version,
+                        seed=settings["seed"], autoattack_version=size.autoattack_version,
                         autoattack_n=size.autoattack_n)  # fmt: skip
     results = api.evaluate_checkpoint(directory, data, config)
     row = row | {

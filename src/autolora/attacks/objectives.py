@@ -10,28 +10,31 @@ from torch import Tensor
 
 
 @dataclass
-class CrossEntropyObjective:
-    """Cross-entropy on the true labels (untargeted PGD); success means misclassified."""
+class UntargetedObjective:
+    """A loss on the true labels; success means misclassified."""
 
     labels: Tensor
-
-    def loss(self, logits: Tensor) -> Tensor:
-        return F.cross_entropy(logits.float(), self.labels, reduction="none")
 
     def success(self, logits: Tensor) -> Tensor:
         return logits.argmax(dim=1) != self.labels
 
 
 @dataclass
-class MarginObjective:
-    """The difference-of-logits ratio (DLR) of Croce and Hein (2020), untargeted; success means misclassified.
+class CrossEntropyObjective(UntargetedObjective):
+    """Cross-entropy on the true labels (untargeted PGD)."""
+
+    def loss(self, logits: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), self.labels, reduction="none")
+
+
+@dataclass
+class MarginObjective(UntargetedObjective):
+    """The difference-of-logits ratio (DLR) of Croce and Hein (2020), untargeted.
 
     ``-(z_y - max_{j != y} z_j) / (z_(1) - z_(3))`` with ``z_(k)`` the k-th largest logit: a margin,
     made invariant to the scale of the logits, so a model whose softmax saturates (and whose
     cross-entropy gradient vanishes) is still attacked. With fewer than 3 classes, the plain margin.
     """
-
-    labels: Tensor
 
     def loss(self, logits: Tensor) -> Tensor:
         logits = logits.float()
@@ -42,9 +45,6 @@ class MarginObjective:
             return margin
         ranked = logits.topk(3, dim=1).values
         return margin / (ranked[:, 0] - ranked[:, 2] + 1e-12)
-
-    def success(self, logits: Tensor) -> Tensor:
-        return logits.argmax(dim=1) != self.labels
 
 
 @dataclass

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from ..attacks import PGD, BatchNoise, RandomStart, Threat
+from ..attacks import PGD, BatchNoise, CrossEntropyObjective, MarginObjective, RandomStart, Threat
+from ..attacks.objectives import UntargetedObjective
 from ..errors import ConfigError
 from ..eval import EvalConfig
 from .head_start import HEAD_INITS
@@ -16,7 +17,7 @@ from .schedule import SCHEDULES
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 VAL_METRICS = ("robust_acc", "robust_loss")
-VAL_ATTACK_LOSSES = ("ce", "dlr")
+VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  # what validation PGD maximises
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
     "paper": "the AutoLoRa paper's algorithm exactly: LR 0.1, epoch-based rule, zero head",
@@ -109,7 +110,7 @@ class TrainConfig:
                 raise ConfigError(name, value, "use a positive number")
         choices = {"schedule": (self.schedule, SCHEDULES), "precision": (self.precision, PRECISIONS),
                    "head-init": (self.head_init, HEAD_INITS), "val-metric": (self.val_metric, VAL_METRICS),
-                   "val-attack-loss": (self.val_attack_loss, VAL_ATTACK_LOSSES)}  # fmt: skip
+                   "val-attack-loss": (self.val_attack_loss, VAL_ATTACK_OBJECTIVES)}  # fmt: skip
         for name, (value, table) in choices.items():
             if value is not None and value not in table:
                 raise ConfigError(name, value, f"choose one of: {', '.join(table)}")
@@ -117,6 +118,11 @@ class TrainConfig:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return PRECISIONS[self.precision]
+
+    @property
+    def val_objective(self) -> type[UntargetedObjective]:
+        """What the validation PGD maximises, built from the batch's labels."""
+        return VAL_ATTACK_OBJECTIVES[self.val_attack_loss]
 
     def attack(
         self,

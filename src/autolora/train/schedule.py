@@ -202,8 +202,7 @@ def budget_checkpoints(max_epochs: int) -> list[int]:
     fractions = [0.0, 0.22]
     while fractions[-1] < 1.0:
         fractions.append(fractions[-1] + max(fractions[-1] - fractions[-2] - 0.03, 0.06))
-    epochs = sorted({min(round(p * max_epochs), max_epochs) for p in fractions})
-    return epochs if len(epochs) > 1 else [0, max_epochs]
+    return sorted({min(round(p * max_epochs), max_epochs) for p in fractions})
 
 
 SCHEDULES: dict[str, Callable[[float, int], Schedule]] = {

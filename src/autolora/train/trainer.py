@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..attacks import BatchNoise, MarginObjective, RandomStart
+from ..attacks import BatchNoise, RandomStart
 from ..attacks.pgd import evaluating
 from ..data import BatchLoader, ImageSet, PreparedData
 from ..data.loader import BatchInfo
@@ -317,7 +317,7 @@ class Trainer:
                 x = self._memory_format(x)
                 with torch.no_grad():
                     clean += int((self.model(x).argmax(1) == y).sum())
-                x_adv = self.val_attack(self.model, x, y if self.config.val_attack_loss == "ce" else MarginObjective(y))
+                x_adv = self.val_attack(self.model, x, self.config.val_objective(y))
                 self.compute.attack_passes += self.val_attack.steps
                 with torch.no_grad():
                     logits = self.model(x_adv)
