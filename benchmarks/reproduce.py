@@ -53,7 +53,7 @@ from autolora.train import TrainConfig
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
-JUDGED = ("autolora", "autolora (DLR validation)")  # the default recipe, and the candidate for it
+JUDGED = ("autolora", "autolora (CE validation)")  # the default recipe, and the one before it
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
@@ -92,8 +92,9 @@ RUNS = [
     Run("roli", "roli"),
     Run("autolora (paper)", "autolora", recipe="paper"),
     Run("autolora", "autolora"),
-    Run("autolora (budget checkpoints)", "autolora", schedule="auto-budget"),
-    Run("autolora (DLR validation)", "autolora", val_attack_loss="dlr"),
+    Run("autolora (CE validation)", "autolora", val_attack_loss="ce"),  # the default recipe before 2026-11-28
+    Run("autolora (CE validation, budget checkpoints)", "autolora", schedule="auto-budget", val_attack_loss="ce"),
+    Run("vanilla lr=0.1 (DLR validation)", "vanilla", 0.1, val_attack_loss="dlr"),  # the same selection, for vanilla
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
 ]
 
@@ -364,8 +365,8 @@ def sensitivity_figure(table: list[dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
     for ax, group in zip(axes[0], groups, strict=True):
         entries = [e for e in table if (e["task"], e["budget"]) == group]
-        vanilla = [e for e in entries if e["run"].startswith("vanilla lr=")]
-        lrs = [float(e["run"].split("=")[1]) for e in vanilla]
+        found = [(lr, e) for lr in VANILLA_LRS for e in entries if e["run"] == f"vanilla lr={lr:g}"]
+        lrs, vanilla = [lr for lr, _ in found], [e for _, e in found]
         ax.errorbar(lrs, [100 * e["pgd_acc"]["mean"] for e in vanilla],
                     yerr=[100 * (e["pgd_acc"]["se"] or 0) for e in vanilla], fmt="o-", capsize=3,
                     label="vanilla PGD-20")  # fmt: skip

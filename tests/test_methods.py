@@ -342,8 +342,10 @@ def test_the_lr_search_restores_the_model_and_sets_the_schedule(tmp_path, tiny_m
 
 def test_the_paper_recipe_is_the_papers_algorithm():
     paper = TrainConfig(method="autolora", recipe="paper")
-    assert (paper.lr, paper.epochs, paper.head_init, paper.period_steps, paper.val_metric) == (
-        0.1, 60, "zero", None, "robust_acc")  # fmt: skip
+    assert (paper.lr, paper.epochs, paper.head_init, paper.period_steps, paper.val_metric, paper.val_attack_loss) == (
+        0.1, 60, "zero", None, "robust_acc", "ce")  # fmt: skip
+    default = TrainConfig(method="autolora")
+    assert (default.period_steps, default.val_metric, default.val_attack_loss) == (8, "robust_loss", "dlr")
     from dataclasses import replace
 
     vanilla = TrainConfig(method="vanilla", recipe="paper")

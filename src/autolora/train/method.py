@@ -154,5 +154,6 @@ class Method(ABC):
             "default schedule": f"{d.schedule}, LR {lr}, {length}"
             + ("" if d.head_init == "zero" else f", head: {d.head_init}")
             + ("" if d.period_steps is None else f", epochs of ≥{d.period_steps} steps")
+            + ("" if d.val_attack_loss == "ce" else f", validation PGD on the {d.val_attack_loss.upper()} loss")
             + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
         }

@@ -107,7 +107,13 @@ class AutoLoRa(Method):
     loss_description = "λ1·CE(f_nat(x)) + (1-λ1)·CE(f(x_adv)) + λ2·KL(f_nat(x) ‖ f(x_adv)), λ from acc_nat"
     trains = "extractor + head on the adversarial path, branch + head on the natural path"
     defaults = MethodDefaults(
-        lr=0.1, epochs=40, schedule="auto", decides_length=True, period_steps=8, val_metric="robust_loss"
+        lr=0.1,
+        epochs=40,
+        schedule="auto",
+        decides_length=True,
+        period_steps=8,
+        val_metric="robust_loss",
+        val_attack_loss="dlr",
     )  # see docs/method.md, "The default recipe", for why each differs from the paper
     recipes = {"paper": MethodDefaults(lr=0.1, epochs=60, schedule="auto", decides_length=True)}
     columns = ("lambda1", "lambda2", "nat_branch_acc")
