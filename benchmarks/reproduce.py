@@ -351,12 +351,40 @@ def _verdict(task: str, budget: str, auto: dict[str, Any], vanillas: list[dict[s
         "task": task, "budget": budget, "run": auto["run"], "metric": metric, "best_vanilla": best["run"],
         "best_vanilla_metric": best_metric, "seeds": auto["seeds"],
         "autolora_worst": robust["worst"], "best_vanilla_mean": best_robust["mean"], "best_vanilla_se": se,
+        "autolora_clean_worst": auto["clean_acc"]["worst"], "best_vanilla_clean": best["clean_acc"]["mean"],
+        "no_pretraining": None if none is None else _robust(none, judged)[0]["mean"],
         "robust_ok": robust["worst"] >= best_robust["mean"] - se,
         "clean_ok": auto["clean_acc"]["worst"] >= best["clean_acc"]["mean"] - 0.02,
         "beats_every_vanilla": all(robust["worst"] > _robust(v, judged)[0]["mean"] for v in vanillas),
         "above_no_pretraining": none is None or robust["worst"] >= _robust(none, judged)[0]["mean"],
         "steps_ratio_to_grid": (auto["optimizer_steps"]["mean"] or 0) / grid_steps if grid_steps else None,
     }  # fmt: skip
+
+
+def verdict_markdown(found: list[dict[str, Any]]) -> str:
+    """The verdicts as a table: each criterion's outcome with the numbers it compared."""
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    def mark(ok: bool) -> str:
+        return "yes" if ok else "**no**"
+
+    names = {"autoattack": "AutoAttack", "pgd-20": "PGD-20"}
+
+    lines = ["| task, labels | run (judged by) | worst seed ≥ best vanilla − 1 SE | beats every vanilla LR "
+             "| worst clean within 2 points of that vanilla | above no pre-training | steps / vanilla grid |",
+             "| --- | --- | --- | --- | --- | --- | ---: |"]  # fmt: skip
+    for v in found:
+        ratio = "-" if v["steps_ratio_to_grid"] is None else f"{v['steps_ratio_to_grid']:.2f}"
+        cells = [f"{v['task']}, {v['budget']}", f"{v['run']}, by {names[v['metric']]}",
+                 f"{mark(v['robust_ok'])}: {pct(v['autolora_worst'])} against {pct(v['best_vanilla_mean'])} ± "
+                 f"{pct(v['best_vanilla_se'])} ({v['best_vanilla']}, {names[v['best_vanilla_metric']]})",
+                 mark(v["beats_every_vanilla"]),
+                 f"{mark(v['clean_ok'])}: {pct(v['autolora_clean_worst'])} against {pct(v['best_vanilla_clean'])}",
+                 f"{mark(v['above_no_pretraining'])} ({pct(v['no_pretraining'])})", ratio]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def sensitivity_figure(table: list[dict[str, Any]], path: Path) -> Path:
@@ -429,9 +457,9 @@ def main() -> None:
     if table:
         sensitivity_figure(table, args.out / "sensitivity.png")
     write_json(args.out / "results.json", record)
-    write_text(args.out / "study.md", markdown(table, size))
-    print(markdown(table, size))
-    print(json.dumps(record["verdicts"], indent=1))
+    report = markdown(table, size) + "\n#### Issue 13's criteria\n\n" + verdict_markdown(record["verdicts"])
+    write_text(args.out / "study.md", report)
+    print(report)
     print(f"study took {record['wall_s'] / 60:.1f} min; wrote {args.out}/results.json, study.md, sensitivity.png")
 
 
