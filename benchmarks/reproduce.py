@@ -372,7 +372,7 @@ def verdict_markdown(found: list[dict[str, Any]]) -> str:
 
     names = {"autoattack": "AutoAttack", "pgd-20": "PGD-20"}
 
-    lines = ["| task, labels | run (judged by) | worst seed ≥ best vanilla − 1 SE | beats every vanilla LR "
+    lines = ["| task, labels | run, judged by | worst seed ≥ best vanilla − 1 SE | beats every vanilla LR "
              "| worst clean within 2 points of that vanilla | above no pre-training | steps / vanilla grid |",
              "| --- | --- | --- | --- | --- | --- | ---: |"]  # fmt: skip
     for v in found:
