@@ -270,7 +270,8 @@ def _stats(values: list[float]) -> dict[str, float | None]:
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per task, budget and run: the mean, its standard error and the worst seed of each metric."""
     table = []
-    keys = dict.fromkeys((r["task"], r["budget"], r["run"]) for r in rows)
+    order = {budget: i for i, budget in enumerate(BUDGETS)}  # 300 before 1000 before all
+    keys = sorted(dict.fromkeys((r["task"], r["budget"], r["run"]) for r in rows), key=lambda k: (k[0], order[k[1]]))
     for task, budget, name in keys:
         group = [r for r in rows if (r["task"], r["budget"], r["run"]) == (task, budget, name)]
         entry: dict[str, Any] = {"task": task, "budget": budget, "run": name, "seeds": sorted(r["seed"] for r in group)}
@@ -404,6 +405,7 @@ def sensitivity_figure(table: list[dict[str, Any]], path: Path) -> Path:
                 ax.axhline(100 * entry["pgd_acc"]["mean"], ls=style, color="k" if name == "autolora" else "grey",
                            label=f"{name} PGD-20")  # fmt: skip
         ax.set_xscale("log")
+        ax.set_xlim(VANILLA_LRS[0] / 2, VANILLA_LRS[-1] * 2)  # also where no vanilla row is in yet
         ax.set_xlabel("vanilla RFT learning rate")
         ax.set_ylabel("test PGD-20 accuracy (%)")
         ax.set_title(f"{group[0]}, {group[1]} labels", fontsize=9)

@@ -85,6 +85,8 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path):
     assert study.verdicts(table)[0]["best_vanilla"] == "vanilla lr=0.1"
     assert study.verdicts(table)[0]["metric"] == "pgd-20"
     assert "| digits, 300 | autolora, by PGD-20 | " in study.verdict_markdown(study.verdicts(table))
+    only_autolora = [e for e in table if e["run"] == "autolora"]  # a budget whose vanilla rows are not in yet
+    assert study.sensitivity_figure(only_autolora, tmp_path / "sensitivity.png").stat().st_size > 0
     # --autoattack afterwards: finished rows gain AutoAttack from their deployed models, no training again
     headline = [r for r in runs if r.name in ("vanilla lr=0.1", "autolora")]
     steps_before = {name: by_run[name]["optimizer_steps"] for name in ("vanilla lr=0.1", "autolora")}
