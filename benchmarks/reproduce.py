@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -95,6 +96,7 @@ RUNS = [
     Run("autolora (CE validation)", "autolora", val_attack_loss="ce"),  # the default recipe before 2026-11-28
     Run("autolora (CE validation, budget checkpoints)", "autolora", schedule="auto-budget", val_attack_loss="ce"),
     Run("vanilla lr=0.1 (DLR validation)", "vanilla", 0.1, val_attack_loss="dlr"),  # the same selection, for vanilla
+    Run("autolora (cosine LR without the rule)", "autolora", schedule="cosine"),  # does the rule's halving help at all?
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
 ]
 
@@ -430,6 +432,17 @@ def run_diagnostics(size: Size, out: Path) -> dict[str, Any]:
     return results
 
 
+def select_runs(names: str | None) -> list[Run]:
+    """The runs ``--runs`` names, in the study's order (a comma inside parentheses is part of a name), or all."""
+    if names is None:
+        return list(RUNS)
+    wanted = re.split(r",(?![^()]*\))", names)
+    unknown = set(wanted) - {r.name for r in RUNS}
+    if unknown:
+        raise ValueError(f"unknown runs: {', '.join(sorted(unknown))}; choose from: {', '.join(r.name for r in RUNS)}")
+    return [r for r in RUNS if r.name in wanted]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny data, 1-2 epochs")
@@ -444,7 +457,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     size = QUICK if args.quick else FULL
-    runs = [r for r in RUNS if args.runs is None or r.name in args.runs.split(",")]
+    try:
+        runs = select_runs(args.runs)
+    except ValueError as error:
+        parser.error(str(error))
     started = time.perf_counter()
     if not args.report_only:
         run_study(args.tasks.split(","), args.budgets.split(","), [int(s) for s in args.seeds.split(",")],

@@ -74,6 +74,10 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path):
     sys.modules["reproduce"] = study  # dataclasses look their module up there
     spec.loader.exec_module(study)
     tiny = study.Size(None, 1, 1, 20, 8, "fast", 1, 1)
+    chosen = study.select_runs("autolora (CE validation, budget checkpoints),vanilla lr=0.1")
+    assert [r.name for r in chosen] == ["vanilla lr=0.1", "autolora (CE validation, budget checkpoints)"]
+    with pytest.raises(ValueError, match="unknown runs: autolora \\(CE validation"):
+        study.select_runs("autolora (CE validation")  # a typo is an error, never an empty study
     runs = [r for r in study.RUNS if r.name in ("vanilla lr=0.1", "twins", "roli", "autolora")]
     rows = study.run_study(["digits"], ["300"], [0], runs, tiny, tmp_path, autoattack=False)
     by_run = {row["run"]: row for row in rows}
