@@ -283,23 +283,31 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return table
 
 
+def by_task_and_budget(table: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The table's entries grouped per task and budget, in the table's order."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for entry in table:
+        groups.setdefault((entry["task"], entry["budget"]), []).append(entry)
+    return groups
+
+
 def _cell(entry: dict[str, Any], key: str) -> str:
     s = entry[key]
     if s["mean"] is None:
         return "-"
     se = f" ± {100 * s['se']:.1f}" if s["se"] is not None else ""
     seeds = len(entry["seeds"])
-    partial = f", {s['n']} of {seeds} seeds" if s.get("n", seeds) < seeds else ""
+    partial = f", {s['n']} of {seeds} seeds" if s["n"] < seeds else ""
     return f"{100 * s['mean']:.1f}{se} ({100 * s['worst']:.1f}{partial})"
 
 
 def markdown(table: list[dict[str, Any]], size: Size) -> str:
     lines = []
-    for task, budget in dict.fromkeys((e["task"], e["budget"]) for e in table):
+    for (task, budget), entries in by_task_and_budget(table).items():
         lines += [f"### {task}, {budget} labels", "",
                   "| run | seeds | clean % | PGD-20 % | AutoAttack % | optimizer steps | attack passes |",
                   "| --- | --- | --- | --- | --- | ---: | ---: |"]  # fmt: skip
-        for e in (e for e in table if (e["task"], e["budget"]) == (task, budget)):
+        for e in entries:
             steps, passes = e["optimizer_steps"]["mean"], e["attack_passes"]["mean"]
             cells = [",".join(map(str, e["seeds"])), _cell(e, "clean_acc"), _cell(e, "pgd_acc"),
                      _cell(e, "autoattack_acc"), f"{steps or 0:.0f}", f"{passes or 0:.0f}"]  # fmt: skip
@@ -330,8 +338,8 @@ def verdicts(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     without AutoAttack on every seed is compared by PGD-20 with the others' PGD-20.
     """
     found = []
-    for task, budget in dict.fromkeys((e["task"], e["budget"]) for e in table):
-        entries = {e["run"]: e for e in table if (e["task"], e["budget"]) == (task, budget)}
+    for (task, budget), group in by_task_and_budget(table).items():
+        entries = {e["run"]: e for e in group}
         none = entries.get("no pre-training (vanilla lr=0.1)")
         vanillas = [entries[f"vanilla lr={lr:g}"] for lr in VANILLA_LRS if f"vanilla lr={lr:g}" in entries]
         for name in JUDGED:
@@ -350,16 +358,17 @@ def _verdict(task: str, budget: str, auto: dict[str, Any], vanillas: list[dict[s
     se = best_robust["se"] or 0.0
     complete = len(vanillas) == len(VANILLA_LRS)
     grid_steps = sum(v["optimizer_steps"]["mean"] or 0 for v in vanillas) if complete else 0
+    none_robust = None if none is None else _robust(none, judged)[0]["mean"]
     return {
         "task": task, "budget": budget, "run": auto["run"], "metric": metric, "best_vanilla": best["run"],
         "best_vanilla_metric": best_metric, "seeds": auto["seeds"],
         "autolora_worst": robust["worst"], "best_vanilla_mean": best_robust["mean"], "best_vanilla_se": se,
         "autolora_clean_worst": auto["clean_acc"]["worst"], "best_vanilla_clean": best["clean_acc"]["mean"],
-        "no_pretraining": None if none is None else _robust(none, judged)[0]["mean"],
+        "no_pretraining": none_robust,
         "robust_ok": robust["worst"] >= best_robust["mean"] - se,
         "clean_ok": auto["clean_acc"]["worst"] >= best["clean_acc"]["mean"] - 0.02,
         "beats_every_vanilla": all(robust["worst"] > _robust(v, judged)[0]["mean"] for v in vanillas),
-        "above_no_pretraining": none is None or robust["worst"] >= _robust(none, judged)[0]["mean"],
+        "above_no_pretraining": none_robust is None or robust["worst"] >= none_robust,
         "steps_ratio_to_grid": (auto["optimizer_steps"]["mean"] or 0) / grid_steps if grid_steps else None,
     }  # fmt: skip
 
@@ -392,10 +401,9 @@ def verdict_markdown(found: list[dict[str, Any]]) -> str:
 
 def sensitivity_figure(table: list[dict[str, Any]], path: Path) -> Path:
     """Robust accuracy against vanilla's learning rate, with both AutoLoRa recipes (no LR to choose) as lines."""
-    groups = list(dict.fromkeys((e["task"], e["budget"]) for e in table))
+    groups = by_task_and_budget(table)
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
-    for ax, group in zip(axes[0], groups, strict=True):
-        entries = [e for e in table if (e["task"], e["budget"]) == group]
+    for ax, (group, entries) in zip(axes[0], groups.items(), strict=True):
         found = [(lr, e) for lr in VANILLA_LRS for e in entries if e["run"] == f"vanilla lr={lr:g}"]
         lrs, vanilla = [lr for lr, _ in found], [e for _, e in found]
         ax.errorbar(lrs, [100 * e["pgd_acc"]["mean"] for e in vanilla],
