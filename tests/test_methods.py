@@ -346,6 +346,9 @@ def test_the_paper_recipe_is_the_papers_algorithm():
         0.1, 60, "zero", None, "robust_acc", "ce")  # fmt: skip
     default = TrainConfig(method="autolora")
     assert (default.period_steps, default.val_metric, default.val_attack_loss) == (8, "robust_loss", "dlr")
+    autolora = get_method("autolora")
+    assert autolora(paper).build_schedule(0.1, 10).progress == "count"  # the paper's condition 1
+    assert autolora(default).build_schedule(0.1, 10).progress == "mean"
     from dataclasses import replace
 
     vanilla = TrainConfig(method="vanilla", recipe="paper")

@@ -134,3 +134,33 @@ def test_a_fault_on_a_checkpoint_epoch_keeps_the_rule_alive():
     assert schedule.fault().halved  # epoch 5 = W[1] + 1: the fault's halving stands for the checkpoint's
     decisions = _run(schedule, [0.5] * 8)  # flat: condition 1 must still fire at the next checkpoints
     assert [i + 6 for i, d in enumerate(decisions) if d.halved] == [9, 13]
+
+
+def test_window_means_keep_the_lr_where_a_count_of_noisy_comparisons_halves():
+    # a rising curve with alternating noise: 2 of 4 comparisons improve in every window, yet each
+    # window's mean is above the one before
+    curve = [0.30, 0.36, 0.33, 0.39, 0.36, 0.42, 0.39, 0.45, 0.42, 0.48, 0.45, 0.51, 0.48]
+    count = _run(AutoLRSchedule(0.1, max_epochs=20), curve)
+    mean = _run(SCHEDULES["auto-mean"](0.1, 20), curve)
+    assert [i + 1 for i, d in enumerate(count) if d.halved] == [5, 9, 13]
+    assert not any(d.halved for d in mean)
+
+
+def test_window_means_halve_on_a_plateau_but_never_judge_the_first_window():
+    schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean")
+    first = _run(schedule, [0.50, 0.30, 0.31, 0.29, 0.30])  # a first window far below epoch 1: not judged
+    assert not any(d.halved for d in first)
+    second = _run(schedule, [0.31, 0.29, 0.30, 0.30])  # epochs 6-9: mean 0.30, as epochs 2-5
+    assert second[-1].halved and second[-1].rollback
+    assert second[-1].reason == "condition 1: window mean 0.3 against 0.3 before"
+    rising = AutoLRSchedule(0.1, max_epochs=20, progress="mean")
+    assert not _run(rising, [0.30, 0.29, 0.31, 0.32, 0.30, 0.30, 0.32, 0.31, 0.33])[-1].halved  # 0.315 > 0.305
+
+
+def test_window_means_skip_faulted_epochs():
+    schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean")
+    _run(schedule, [0.30, 0.35, 0.36, 0.37, 0.38])
+    schedule.fault()  # epoch 6 halves at once; the next window's mean is taken over its finite epochs
+    assert not _run(schedule, [0.39, 0.40, 0.41])[-1].halved
+    with pytest.raises(ConfigError, match="progress"):
+        AutoLRSchedule(0.1, progress="median")

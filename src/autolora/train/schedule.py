@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import ConfigError
 
 MIN_LR = 1e-5
+PROGRESS_TESTS = ("count", "mean")  # how condition 1 judges a window: the paper's count, or window means
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,11 @@ class AutoLRSchedule(Schedule):
 
     At checkpoint epochs ``W = 0, 4, 8, ...`` (``period``), decided after epoch ``W[j] + 1``:
 
-    - condition 1: fewer than ``rho`` of the epoch-to-epoch comparisons since ``W[j-1]``
-      improved the validation robust accuracy;
+    - condition 1 (``progress="count"``, the paper's): fewer than ``rho`` of the epoch-to-epoch
+      comparisons since ``W[j-1]`` improved the validation metric; (``progress="mean"``): the
+      metric's mean over the window's epochs is no better than its mean over the window before
+      (the first window has none and is not judged). Counting is a sign test on differences of
+      noisy values; the mean averages the noise away (docs/method.md, "The default recipe");
     - condition 2: the LR was not halved at the previous checkpoint and the best validation
       robust accuracy has not risen since it.
 
@@ -127,8 +131,11 @@ class AutoLRSchedule(Schedule):
         rho: float = 0.75,
         min_lr: float = MIN_LR,
         checkpoints: Sequence[int] | None = None,
+        progress: str = "count",
     ) -> None:
         super().__init__(lr, max_epochs)
+        if progress not in PROGRESS_TESTS:
+            raise ConfigError("progress", progress, f"choose one of: {', '.join(PROGRESS_TESTS)}")
         if checkpoints is None:
             if period < 1:
                 raise ConfigError("period", period, "use a positive checkpoint period")
@@ -137,6 +144,7 @@ class AutoLRSchedule(Schedule):
             raise ConfigError("checkpoints", checkpoints, "give increasing epochs starting at 0")
         self.checkpoints = list(checkpoints)
         self.rho = rho
+        self.progress = progress
         self.min_lr = min_lr
         self.next_checkpoint = 1
         self.halved_at_last_checkpoint = False
@@ -146,6 +154,18 @@ class AutoLRSchedule(Schedule):
         # history[i] is the metric after epoch i + 1; compare epochs start+1 .. end+1 pairwise.
         pairs = zip(self.history[start:end], self.history[start + 1 : end + 1], strict=False)
         return sum(1 for before, after in pairs if before is not None and after is not None and after > before)
+
+    def _condition_one(self, j: int) -> tuple[bool, str]:
+        start, end = self.checkpoints[j - 1], self.checkpoints[j]
+        if self.progress == "count":
+            improved = self._improvements(start, end)
+            return improved < self.rho * (end - start), f"condition 1: {improved}/{end - start} epochs improved"
+        if j == 1:
+            return False, ""  # no window before the first to compare with: it runs at the starting LR
+        before = self.checkpoints[j - 2] + 1
+        now, then = _mean(self.history[start + 1 : end + 1]), _mean(self.history[before : start + 1])
+        stalled = now is None or then is None or now <= then
+        return stalled, f"condition 1: window mean {_show(now)} against {_show(then)} before"
 
     def _at_checkpoint(self) -> bool:
         j = self.next_checkpoint
@@ -159,20 +179,12 @@ class AutoLRSchedule(Schedule):
     def _decide(self, is_best: bool) -> Decision:
         if not self._at_checkpoint():
             return Decision(self.lr, is_best)
-        j = self.next_checkpoint
-        start, end = self.checkpoints[j - 1], self.checkpoints[j]
-        improved = self._improvements(start, end)
-        condition1 = improved < self.rho * (end - start)
+        condition1, reason1 = self._condition_one(self.next_checkpoint)
         condition2 = not self.halved_at_last_checkpoint and self.best <= self.best_at_last_checkpoint
         self._pass_checkpoint(halved=condition1 or condition2)
         if not (condition1 or condition2):
             return Decision(self.lr, is_best)
-        reason = (
-            f"condition 1: {improved}/{end - start} epochs improved"
-            if condition1
-            else "condition 2: no new best since the last checkpoint"
-        )
-        return self._halve(is_best, reason)
+        return self._halve(is_best, reason1 if condition1 else "condition 2: no new best since the last checkpoint")
 
     def _halve(self, is_best: bool, reason: str) -> Decision:
         self.lr /= 2.0
@@ -191,6 +203,15 @@ class AutoLRSchedule(Schedule):
         return self._finish(self._halve(False, f"non-finite loss in epoch {self.epoch}"))
 
 
+def _mean(values: Sequence[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return sum(finite) / len(finite) if finite else None
+
+
+def _show(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
+
+
 def budget_checkpoints(max_epochs: int) -> list[int]:
     """Auto-PGD's checkpoints (Croce and Hein 2020, Sec. 3.2) as epochs of a run capped at ``max_epochs``.
 
@@ -207,6 +228,7 @@ def budget_checkpoints(max_epochs: int) -> list[int]:
 
 SCHEDULES: dict[str, Callable[[float, int], Schedule]] = {
     "auto": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs),
+    "auto-mean": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs, progress="mean"),
     "auto-budget": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs, checkpoints=budget_checkpoints(epochs)),
     "step": StepDecaySchedule,
     "cosine": CosineSchedule,
