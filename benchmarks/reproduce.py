@@ -24,6 +24,7 @@ after them adds AutoAttack to the finished rows without training again.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -54,7 +55,7 @@ from autolora.train import TrainConfig
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
-JUDGED = ("autolora", "autolora (CE validation)")  # the default recipe, and the one before it
+JUDGED = ("autolora", "autolora (count rule)")  # the default recipe, and the one before it
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
@@ -93,7 +94,8 @@ RUNS = [
     Run("roli", "roli"),
     Run("autolora (paper)", "autolora", recipe="paper"),
     Run("autolora", "autolora"),
-    Run("autolora (CE validation)", "autolora", val_attack_loss="ce"),  # the default recipe before 2026-11-28
+    Run("autolora (count rule)", "autolora", schedule="auto"),  # the default recipe before the window-mean rule
+    Run("autolora (CE validation)", "autolora", schedule="auto", val_attack_loss="ce"),  # the one before that
     Run("autolora (CE validation, budget checkpoints)", "autolora", schedule="auto-budget", val_attack_loss="ce"),
     Run("vanilla lr=0.1 (DLR validation)", "vanilla", 0.1, val_attack_loss="dlr"),  # the same selection, for vanilla
     Run("autolora (cosine LR without the rule)", "autolora", schedule="cosine"),  # does the rule's halving help at all?
@@ -230,6 +232,13 @@ def add_autoattack(row: dict[str, Any], size: Size, row_path: Path) -> dict[str,
 
     The run directory's own record gives the data set, classes, test subset, seed and threat model.
     """
+    twin = measured_twin(row, row_path)
+    if twin is not None:  # the same bytes, attacked by the same deterministic evaluation: measured already
+        print(f"== {row['task']} {row['budget']} labels, seed {row['seed']}: {row['run']} is {twin['run']}'s model")
+        row = row | {k: twin[k] for k in ("autoattack", "autoattack_acc", "autoattack_same_examples") if k in twin}
+        row |= {"autoattack_of": twin["run"], "evaluated_n": twin["evaluated_n"]}
+        write_json(row_path, row)
+        return row
     directory = Path(row["dir"])
     settings, _ = resolve_settings(directory, {})  # what `autolora evaluate` measures a run directory on
     print(f"== {row['task']} {row['budget']} labels, seed {row['seed']}: {row['run']} (AutoAttack)", flush=True)
@@ -249,6 +258,21 @@ def add_autoattack(row: dict[str, Any], size: Size, row_path: Path) -> dict[str,
     }
     write_json(row_path, row)
     return row
+
+
+def _model_digest(row: dict[str, Any]) -> str:
+    return hashlib.sha256((Path(row["dir"]) / "model.safetensors").read_bytes()).hexdigest()
+
+
+def measured_twin(row: dict[str, Any], row_path: Path) -> dict[str, Any] | None:
+    """A row of the same task, budget, seed and size, with AutoAttack, whose deployed model is byte-identical."""
+    digest = _model_digest(row)
+    for path in sorted(row_path.parent.glob("*.json")):
+        other = read_json(path) if path != row_path else {}
+        measured = other.get("autoattack") and other.get("size") == row.get("size")
+        if measured and (Path(other["dir"]) / "model.safetensors").exists() and _model_digest(other) == digest:
+            return other
+    return None
 
 
 def run_study(tasks: list[str], budgets: list[str], seeds: list[int], runs: list[Run], size: Size, out: Path,

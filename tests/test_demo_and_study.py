@@ -100,3 +100,9 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path):
     assert {row["run"]: row["optimizer_steps"] for row in rows} == steps_before
     verdict = study.verdicts(study.aggregate(study.finished_rows(tmp_path)))[0]
     assert verdict["metric"] == "autoattack" and verdict["best_vanilla_metric"] == "autoattack"
+    # one epoch leaves the LR rule no decision: the count rule deploys the default's bytes, measured once
+    count_rule = [r for r in study.RUNS if r.name == "autolora (count rule)"]
+    study.run_study(["digits"], ["300"], [0], count_rule, tiny, tmp_path, autoattack=False)
+    (twin,) = study.run_study(["digits"], ["300"], [0], count_rule, tiny, tmp_path, autoattack=True)
+    default = next(row for row in rows if row["run"] == "autolora")
+    assert twin["autoattack_of"] == "autolora" and twin["autoattack_acc"] == default["autoattack_acc"]
