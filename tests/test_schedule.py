@@ -152,7 +152,7 @@ def test_window_means_halve_on_a_plateau_but_never_judge_the_first_window():
     assert not any(d.halved for d in first)
     second = _run(schedule, [0.31, 0.29, 0.30, 0.30])  # epochs 6-9: mean 0.30, as epochs 2-5
     assert second[-1].halved and second[-1].rollback
-    assert second[-1].reason == "condition 1: window mean 0.3 against 0.3 before"
+    assert second[-1].reason == "condition 1: mean of epochs 6-9 no better than of epochs 2-5"
     rising = AutoLRSchedule(0.1, max_epochs=20, progress="mean")
     assert not _run(rising, [0.30, 0.29, 0.31, 0.32, 0.30, 0.30, 0.32, 0.31, 0.33])[-1].halved  # 0.315 > 0.305
 

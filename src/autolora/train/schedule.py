@@ -164,8 +164,8 @@ class AutoLRSchedule(Schedule):
             return False, ""  # no window before the first to compare with: it runs at the starting LR
         before = self.checkpoints[j - 2] + 1
         now, then = _mean(self.history[start + 1 : end + 1]), _mean(self.history[before : start + 1])
-        stalled = now is None or then is None or now <= then
-        return stalled, f"condition 1: window mean {_show(now)} against {_show(then)} before"
+        reason = f"condition 1: mean of epochs {start + 2}-{end + 1} no better than of epochs {before + 1}-{start + 1}"
+        return now is None or then is None or now <= then, reason
 
     def _at_checkpoint(self) -> bool:
         j = self.next_checkpoint
@@ -206,10 +206,6 @@ class AutoLRSchedule(Schedule):
 def _mean(values: Sequence[float | None]) -> float | None:
     finite = [v for v in values if v is not None]
     return sum(finite) / len(finite) if finite else None
-
-
-def _show(value: float | None) -> str:
-    return "none" if value is None else f"{value:.4g}"
 
 
 def budget_checkpoints(max_epochs: int) -> list[int]:
