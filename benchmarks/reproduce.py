@@ -230,15 +230,24 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
 def add_autoattack(row: dict[str, Any], size: Size, row_path: Path) -> dict[str, Any]:
     """A finished ablation row made a headline row: AutoAttack on its deployed model, no retraining.
 
-    The run directory's own record gives the data set, classes, test subset, seed and threat model.
+    A model byte-identical to one a row of the same task, budget and seed has measured takes that
+    row's result (the evaluation is deterministic), recorded as ``autoattack_of``.
     """
     twin = measured_twin(row, row_path)
-    if twin is not None:  # the same bytes, attacked by the same deterministic evaluation: measured already
-        print(f"== {row['task']} {row['budget']} labels, seed {row['seed']}: {row['run']} is {twin['run']}'s model")
-        row = row | {k: twin[k] for k in ("autoattack", "autoattack_acc", "autoattack_same_examples") if k in twin}
-        row |= {"autoattack_of": twin["run"], "evaluated_n": twin["evaluated_n"]}
-        write_json(row_path, row)
-        return row
+    row = row | (_copied_autoattack(row, twin) if twin is not None else _measured_autoattack(row, size))
+    write_json(row_path, row)
+    return row
+
+
+def _copied_autoattack(row: dict[str, Any], twin: dict[str, Any]) -> dict[str, Any]:
+    print(f"== {row['task']} {row['budget']} labels, seed {row['seed']}: {row['run']} is {twin['run']}'s model")
+    copied = {k: twin[k] for k in ("autoattack", "autoattack_acc", "autoattack_same_examples") if k in twin}
+    return copied | {"autoattack_of": twin["run"], "evaluated_n": twin["evaluated_n"]}
+
+
+def _measured_autoattack(row: dict[str, Any], size: Size) -> dict[str, Any]:
+    """AutoAttack on the run directory's deployed model, on the data set, classes, test subset,
+    seed and threat model its own record gives."""
     directory = Path(row["dir"])
     settings, _ = resolve_settings(directory, {})  # what `autolora evaluate` measures a run directory on
     print(f"== {row['task']} {row['budget']} labels, seed {row['seed']}: {row['run']} (AutoAttack)", flush=True)
@@ -249,15 +258,13 @@ def add_autoattack(row: dict[str, Any], size: Size, row_path: Path) -> dict[str,
                         seed=settings["seed"], autoattack_version=size.autoattack_version,
                         autoattack_n=size.autoattack_n)  # fmt: skip
     results = api.evaluate_checkpoint(directory, data, config)
-    row = row | {
+    return {
         "autoattack": True,
         "autoattack_acc": results["autoattack_acc"],
         "autoattack_same_examples": results["autoattack"]["same_examples"],
         "autoattack_wall_s": round(time.perf_counter() - started, 1),
         "evaluated_n": row.get("evaluated_n", {}) | {"autoattack": results["autoattack"]["n"]},
     }
-    write_json(row_path, row)
-    return row
 
 
 def _model_digest(row: dict[str, Any]) -> str:
