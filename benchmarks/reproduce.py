@@ -97,6 +97,8 @@ RUNS = [
     Run("autolora (count rule)", "autolora", schedule="auto"),  # the default recipe before the window-mean rule
     Run("autolora (CE validation)", "autolora", schedule="auto", val_attack_loss="ce"),  # the one before that
     Run("autolora (CE validation, budget checkpoints)", "autolora", schedule="auto-budget", val_attack_loss="ce"),
+    Run("autolora (budget checkpoints)", "autolora", schedule="auto-mean-budget"),  # anneal before the cap: Auto-PGD's
+    Run("autolora (anneal the last quarter)", "autolora", schedule="auto-mean-anneal"),  # or budget-aware decay
     Run("vanilla lr=0.1 (DLR validation)", "vanilla", 0.1, val_attack_loss="dlr"),  # the same selection, for vanilla
     Run("autolora (cosine LR without the rule)", "autolora", schedule="cosine"),  # does the rule's halving help at all?
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
@@ -263,6 +265,7 @@ def _measured_autoattack(row: dict[str, Any], size: Size) -> dict[str, Any]:
         "autoattack_acc": results["autoattack_acc"],
         "autoattack_same_examples": results["autoattack"]["same_examples"],
         "autoattack_wall_s": round(time.perf_counter() - started, 1),
+        "autoattack_machine": machine(),
         "evaluated_n": row.get("evaluated_n", {}) | {"autoattack": results["autoattack"]["n"]},
     }
 

@@ -164,3 +164,29 @@ def test_window_means_skip_faulted_epochs():
     assert not _run(schedule, [0.39, 0.40, 0.41])[-1].halved
     with pytest.raises(ConfigError, match="progress"):
         AutoLRSchedule(0.1, progress="median")
+
+
+def test_anneal_decays_the_rules_lr_linearly_over_the_last_quarter():
+    schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25)
+    decisions = _run(schedule, [i / 100 for i in range(20)])  # still improving at the cap
+    lrs = [d.lr for d in decisions]
+    assert lrs[:14] == [0.1] * 14  # the rule judged epochs 1-14 and kept the LR
+    assert lrs[14:] == pytest.approx([0.1 * k / 6 for k in (5, 4, 3, 2, 1, 0)])  # epochs 16-20 at 5/6 ... 1/6
+    assert not any(d.halved or d.rollback for d in decisions) and decisions[-1].stop
+
+
+def test_anneal_starts_from_the_lr_the_rule_reached_and_a_fault_halves_it():
+    schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25)
+    _run(schedule, [i / 100 for i in range(9)] + [0.0] * 4)  # epochs 10-13 worse than 6-9: halved after 13
+    assert schedule.lr == 0.05
+    _run(schedule, [0.6, 0.6])  # after epoch 15 the decay begins from 0.05
+    assert schedule.lr == pytest.approx(0.05 * 5 / 6)
+    assert schedule.fault().rollback  # epoch 16
+    assert schedule.step(0.6).lr == pytest.approx(0.025 * 3 / 6)
+
+
+def test_no_anneal_is_the_paper_rule():
+    assert AutoLRSchedule(0.1, max_epochs=12).anneal_from == 12
+    assert AutoLRSchedule(0.1, max_epochs=10, anneal=0.25).anneal_from == 7  # 2.5 epochs round up
+    with pytest.raises(ConfigError):
+        AutoLRSchedule(0.1, max_epochs=12, anneal=1.0)

@@ -121,6 +121,11 @@ class AutoLRSchedule(Schedule):
 
     If either holds, the LR is halved and the model rolls back to the best one so far.
     Training stops when the LR falls below ``min_lr`` or after ``max_epochs``.
+
+    ``anneal`` (a fraction of ``max_epochs``; 0, the paper's, turns it off) ends the run with a
+    budget-aware decay (Li, Yumer and Ramanan 2020): over its last epochs the LR the rule reached
+    falls linearly towards 0, so a run the cap cuts off while it still improves ends annealed.
+    No checkpoint is judged there; a non-finite loss still halves and rolls back.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class AutoLRSchedule(Schedule):
         min_lr: float = MIN_LR,
         checkpoints: Sequence[int] | None = None,
         progress: str = "count",
+        anneal: float = 0.0,
     ) -> None:
         super().__init__(lr, max_epochs)
         if progress not in PROGRESS_TESTS:
@@ -142,7 +148,11 @@ class AutoLRSchedule(Schedule):
             checkpoints = list(range(0, max_epochs + period, period))
         if list(checkpoints) != sorted(set(checkpoints)) or checkpoints[0] != 0:
             raise ConfigError("checkpoints", checkpoints, "give increasing epochs starting at 0")
+        if not 0.0 <= anneal < 1.0:
+            raise ConfigError("anneal", anneal, "give a fraction of the epochs in [0, 1)")
         self.checkpoints = list(checkpoints)
+        self.anneal_from = max_epochs - math.floor(anneal * max_epochs + 0.5)  # after it, the decay
+        self.anneal_lr: float | None = None  # the LR the decay starts from, once it has begun
         self.rho = rho
         self.progress = progress
         self.min_lr = min_lr
@@ -177,6 +187,8 @@ class AutoLRSchedule(Schedule):
         self.halved_at_last_checkpoint = halved
 
     def _decide(self, is_best: bool) -> Decision:
+        if self.anneal_from < self.max_epochs and self.epoch >= self.anneal_from:
+            return self._anneal(is_best)
         if not self._at_checkpoint():
             return Decision(self.lr, is_best)
         condition1, reason1 = self._condition_one(self.next_checkpoint)
@@ -186,8 +198,17 @@ class AutoLRSchedule(Schedule):
             return Decision(self.lr, is_best)
         return self._halve(is_best, reason1 if condition1 else "condition 2: no new best since the last checkpoint")
 
+    def _anneal(self, is_best: bool) -> Decision:
+        if self.anneal_lr is None:
+            self.anneal_lr = self.lr
+        remaining = self.max_epochs - self.epoch  # epochs left; the next one runs at remaining / (tail + 1)
+        self.lr = self.anneal_lr * remaining / (self.max_epochs - self.anneal_from + 1)
+        return Decision(self.lr, is_best)
+
     def _halve(self, is_best: bool, reason: str) -> Decision:
         self.lr /= 2.0
+        if self.anneal_lr is not None:
+            self.anneal_lr /= 2.0
         if self.lr < self.min_lr:
             return Decision(self.lr, is_best, True, True, True, f"{reason}; learning rate fell below {self.min_lr:g}")
         return Decision(self.lr, is_best, True, True, False, reason)
@@ -225,6 +246,10 @@ def budget_checkpoints(max_epochs: int) -> list[int]:
 SCHEDULES: dict[str, Callable[[float, int], Schedule]] = {
     "auto": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs),
     "auto-mean": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs, progress="mean"),
+    "auto-mean-anneal": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs, progress="mean", anneal=0.25),
+    "auto-mean-budget": lambda lr, epochs: AutoLRSchedule(
+        lr, max_epochs=epochs, progress="mean", checkpoints=budget_checkpoints(epochs)
+    ),
     "auto-budget": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs, checkpoints=budget_checkpoints(epochs)),
     "step": StepDecaySchedule,
     "cosine": CosineSchedule,
