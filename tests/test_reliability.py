@@ -88,6 +88,18 @@ def test_resume_refuses_other_settings(tmp_path, source):
     assert other.returncode == 2 and "other settings" in other.stderr
 
 
+def test_resume_refuses_a_run_whose_recipe_now_chooses_another_schedule(tmp_path, source, cli, monkeypatch):
+    from dataclasses import replace
+
+    from autolora.train.methods.autolora import AutoLoRa
+
+    common = ["finetune", "--checkpoint", source, *TINY_FINETUNE, "--epochs", "1", "--out", tmp_path / "run"]
+    cli(*common)
+    monkeypatch.setattr(AutoLoRa, "defaults", replace(AutoLoRa.defaults, schedule="auto"))  # a newer default
+    refused = cli(*common, "--resume")
+    assert refused.exit_code == 2 and "other settings" in refused.output
+
+
 def _error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

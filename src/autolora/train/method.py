@@ -134,10 +134,14 @@ class Method(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - an optional hook
         pass
 
+    @property
+    def schedule_name(self) -> str:
+        """The LR schedule this run uses: the config's, else its recipe's."""
+        return self.config.schedule or self.recipe(self.config.recipe).schedule
+
     def build_schedule(self, lr: float, epochs: int) -> Schedule:
         """The LR schedule over ``epochs`` epochs (of the trainer's, which may hold several passes)."""
-        name = self.config.schedule or self.recipe(self.config.recipe).schedule
-        return SCHEDULES[name](lr, epochs)
+        return SCHEDULES[self.schedule_name](lr, epochs)
 
     @classmethod
     def describe(cls) -> dict[str, str]:

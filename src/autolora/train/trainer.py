@@ -186,9 +186,11 @@ class Trainer:
     # ------------------------------------------------------------------ resume
 
     def _resume_key(self) -> dict[str, Any]:
-        """What a resumed run must share with the run it continues: settings, data and source model."""
+        """What a resumed run must share with the run it continues: settings (with the schedule a recipe
+        chose, which a newer version may choose differently), data and source model."""
         return {
             "training": self.config.resume_key(),
+            "schedule": self.method.schedule_name,
             "data": self.record.get("data"),
             "source": (self.record.get("source") or {}).get("model"),
             "num_classes": self.data.num_classes,
