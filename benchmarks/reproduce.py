@@ -55,7 +55,7 @@ from autolora.train import TrainConfig
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
-JUDGED = ("autolora", "autolora (count rule)")  # the default recipe, and the one before it
+JUDGED = ("autolora", "autolora (no tail)")  # the default recipe, and the one before it
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
@@ -94,11 +94,12 @@ RUNS = [
     Run("roli", "roli"),
     Run("autolora (paper)", "autolora", recipe="paper"),
     Run("autolora", "autolora"),
+    Run("autolora (no tail)", "autolora", schedule="auto-mean"),  # the default before the tail after a halving
     Run("autolora (count rule)", "autolora", schedule="auto"),  # the default recipe before the window-mean rule
     Run("autolora (CE validation)", "autolora", schedule="auto", val_attack_loss="ce"),  # the one before that
     Run("autolora (CE validation, budget checkpoints)", "autolora", schedule="auto-budget", val_attack_loss="ce"),
     Run("autolora (budget checkpoints)", "autolora", schedule="auto-mean-budget"),  # anneal before the cap: Auto-PGD's
-    Run("autolora (anneal the last quarter)", "autolora", schedule="auto-mean-anneal"),  # or budget-aware decay
+    Run("autolora (anneal the last quarter)", "autolora", schedule="auto-mean-anneal"),  # always, not after a halving
     Run("vanilla lr=0.1 (DLR validation)", "vanilla", 0.1, val_attack_loss="dlr"),  # the same selection, for vanilla
     Run("autolora (cosine LR without the rule)", "autolora", schedule="cosine"),  # does the rule's halving help at all?
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),

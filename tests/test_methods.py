@@ -349,6 +349,8 @@ def test_the_paper_recipe_is_the_papers_algorithm():
     autolora = get_method("autolora")
     assert autolora(paper).build_schedule(0.1, 10).progress == "count"  # the paper's condition 1
     assert autolora(default).build_schedule(0.1, 10).progress == "mean"
+    assert autolora(paper).build_schedule(0.1, 40).anneal_from == 40  # the paper ends where the cap cuts it
+    assert autolora(default).build_schedule(0.1, 40).anneal_from == 30 < 40  # a tail, once the rule has halved
     from dataclasses import replace
 
     vanilla = TrainConfig(method="vanilla", recipe="paper")

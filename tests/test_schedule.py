@@ -190,3 +190,15 @@ def test_no_anneal_is_the_paper_rule():
     assert AutoLRSchedule(0.1, max_epochs=10, anneal=0.25).anneal_from == 7  # 2.5 epochs round up
     with pytest.raises(ConfigError):
         AutoLRSchedule(0.1, max_epochs=12, anneal=1.0)
+
+
+def test_anneal_after_halving_leaves_a_run_that_never_halved_to_the_rule():
+    rising = [i / 100 for i in range(20)]
+    schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25, anneal_after_halving=True)
+    assert [d.lr for d in _run(schedule, rising)] == [0.1] * 20  # still learning at the cap: no decay
+
+
+def test_anneal_after_halving_decays_from_the_rules_lr_once_it_has_halved():
+    schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25, anneal_after_halving=True)
+    decisions = _run(schedule, [i / 100 for i in range(9)] + [0.0] * 4 + [0.6] * 7)  # halved after epoch 13
+    assert [d.lr for d in decisions[12:]] == pytest.approx([0.05, 0.05] + [0.05 * k / 6 for k in (5, 4, 3, 2, 1, 0)])

@@ -124,8 +124,11 @@ class AutoLRSchedule(Schedule):
 
     ``anneal`` (a fraction of ``max_epochs``; 0, the paper's, turns it off) ends the run with a
     budget-aware decay (Li, Yumer and Ramanan 2020): over its last epochs the LR the rule reached
-    falls linearly towards 0, so a run the cap cuts off while it still improves ends annealed.
-    No checkpoint is judged there; a non-finite loss still halves and rolls back.
+    falls linearly towards 0, so a run the cap cuts off in the middle of its halvings ends annealed.
+    No checkpoint is judged there; a non-finite loss still halves and rolls back. With
+    ``anneal_after_halving`` the decay runs only if the rule has halved the LR before it (evidence
+    that the run has reached a plateau); a run that never halved is still learning at its first LR,
+    and the rule keeps judging it to the cap.
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class AutoLRSchedule(Schedule):
         checkpoints: Sequence[int] | None = None,
         progress: str = "count",
         anneal: float = 0.0,
+        anneal_after_halving: bool = False,
     ) -> None:
         super().__init__(lr, max_epochs)
         if progress not in PROGRESS_TESTS:
@@ -153,6 +157,7 @@ class AutoLRSchedule(Schedule):
         self.checkpoints = list(checkpoints)
         self.anneal_from = max_epochs - math.floor(anneal * max_epochs + 0.5)  # after it, the decay
         self.anneal_lr: float | None = None  # the LR the decay starts from, once it has begun
+        self.anneal_after_halving = anneal_after_halving
         self.rho = rho
         self.progress = progress
         self.min_lr = min_lr
@@ -187,7 +192,7 @@ class AutoLRSchedule(Schedule):
         self.halved_at_last_checkpoint = halved
 
     def _decide(self, is_best: bool) -> Decision:
-        if self.anneal_from < self.max_epochs and self.epoch >= self.anneal_from:
+        if self._annealing():
             return self._anneal(is_best)
         if not self._at_checkpoint():
             return Decision(self.lr, is_best)
@@ -197,6 +202,10 @@ class AutoLRSchedule(Schedule):
         if not (condition1 or condition2):
             return Decision(self.lr, is_best)
         return self._halve(is_best, reason1 if condition1 else "condition 2: no new best since the last checkpoint")
+
+    def _annealing(self) -> bool:
+        in_tail = self.anneal_from < self.max_epochs and self.epoch >= self.anneal_from
+        return in_tail and (self.anneal_lr is not None or not self.anneal_after_halving or self.lr < self.initial_lr)
 
     def _anneal(self, is_best: bool) -> Decision:
         if self.anneal_lr is None:
@@ -247,6 +256,9 @@ SCHEDULES: dict[str, Callable[[float, int], Schedule]] = {
     "auto": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs),
     "auto-mean": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs, progress="mean"),
     "auto-mean-anneal": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs, progress="mean", anneal=0.25),
+    "auto-mean-anneal-after-halving": lambda lr, epochs: AutoLRSchedule(
+        lr, max_epochs=epochs, progress="mean", anneal=0.25, anneal_after_halving=True
+    ),
     "auto-mean-budget": lambda lr, epochs: AutoLRSchedule(
         lr, max_epochs=epochs, progress="mean", checkpoints=budget_checkpoints(epochs)
     ),

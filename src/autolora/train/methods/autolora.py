@@ -109,7 +109,7 @@ class AutoLoRa(Method):
     defaults = MethodDefaults(
         lr=0.1,
         epochs=40,
-        schedule="auto-mean",
+        schedule="auto-mean-anneal-after-halving",
         decides_length=True,
         period_steps=8,
         val_metric="robust_loss",
