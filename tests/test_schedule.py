@@ -173,6 +173,7 @@ def test_anneal_decays_the_rules_lr_linearly_over_the_last_quarter():
     assert lrs[:14] == [0.1] * 14  # the rule judged epochs 1-14 and kept the LR
     assert lrs[14:] == pytest.approx([0.1 * k / 6 for k in (5, 4, 3, 2, 1, 0)])  # epochs 16-20 at 5/6 ... 1/6
     assert not any(d.halved or d.rollback for d in decisions) and decisions[-1].stop
+    assert decisions[14].reason == "epochs 16-20: the LR falls linearly from 0.1 towards 0"
 
 
 def test_anneal_starts_from_the_lr_the_rule_reached_and_a_fault_halves_it():

@@ -208,11 +208,13 @@ class AutoLRSchedule(Schedule):
         return in_tail and (self.anneal_lr is not None or not self.anneal_after_halving or self.lr < self.initial_lr)
 
     def _anneal(self, is_best: bool) -> Decision:
+        reason = ""
         if self.anneal_lr is None:
             self.anneal_lr = self.lr
+            reason = f"epochs {self.epoch + 1}-{self.max_epochs}: the LR falls linearly from {self.lr:g} towards 0"
         remaining = self.max_epochs - self.epoch  # epochs left; the next one runs at remaining / (tail + 1)
         self.lr = self.anneal_lr * remaining / (self.max_epochs - self.anneal_from + 1)
-        return Decision(self.lr, is_best)
+        return Decision(self.lr, is_best, reason=reason)
 
     def _halve(self, is_best: bool, reason: str) -> Decision:
         self.lr /= 2.0
