@@ -197,6 +197,10 @@ def test_anneal_after_halving_leaves_a_run_that_never_halved_to_the_rule():
     rising = [i / 100 for i in range(20)]
     schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25, anneal_after_halving=True)
     assert [d.lr for d in _run(schedule, rising)] == [0.1] * 20  # still learning at the cap: no decay
+    # a halving inside the tail (after epoch 17: 14-17 worse than 10-13) is the rule's, not the start of a decay
+    schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25, anneal_after_halving=True)
+    decisions = _run(schedule, rising[:13] + [0.0] * 7)
+    assert [d.lr for d in decisions[15:]] == [0.1, 0.05, 0.05, 0.05, 0.05]
 
 
 def test_anneal_after_halving_decays_from_the_rules_lr_once_it_has_halved():

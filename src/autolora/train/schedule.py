@@ -158,6 +158,7 @@ class AutoLRSchedule(Schedule):
         self.anneal_from = max_epochs - math.floor(anneal * max_epochs + 0.5)  # after it, the decay
         self.anneal_lr: float | None = None  # the LR the decay starts from, once it has begun
         self.anneal_after_halving = anneal_after_halving
+        self.lr_entering_tail: float | None = None
         self.rho = rho
         self.progress = progress
         self.min_lr = min_lr
@@ -192,7 +193,7 @@ class AutoLRSchedule(Schedule):
         self.halved_at_last_checkpoint = halved
 
     def _decide(self, is_best: bool) -> Decision:
-        if self._annealing():
+        if self._tail_decays():
             return self._anneal(is_best)
         if not self._at_checkpoint():
             return Decision(self.lr, is_best)
@@ -203,9 +204,13 @@ class AutoLRSchedule(Schedule):
             return Decision(self.lr, is_best)
         return self._halve(is_best, reason1 if condition1 else "condition 2: no new best since the last checkpoint")
 
-    def _annealing(self) -> bool:
-        in_tail = self.anneal_from < self.max_epochs and self.epoch >= self.anneal_from
-        return in_tail and (self.anneal_lr is not None or not self.anneal_after_halving or self.lr < self.initial_lr)
+    def _tail_decays(self) -> bool:
+        """Whether this decision falls in a decaying tail (the first one in the tail records the LR it entered with)."""
+        if self.anneal_from >= self.max_epochs or self.epoch < self.anneal_from:
+            return False
+        if self.lr_entering_tail is None:
+            self.lr_entering_tail = self.lr
+        return not self.anneal_after_halving or self.lr_entering_tail < self.initial_lr
 
     def _anneal(self, is_best: bool) -> Decision:
         reason = ""
