@@ -203,7 +203,10 @@ class _Payload:
 def test_malicious_pickle_runs_no_code(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "evil": _Payload(str(marker))}, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match="refusing to load .*evil.pt: its pickle names io.open, code"):
+    # the global's name comes from torch's error text, whose wording varies between versions (torch 2.11
+    # on a GPU machine failed the exact name; no traceback came back): the refusal itself must not vary
+    named = r"names _?io\.open, code|holds objects other than tensors"
+    with pytest.raises(CheckpointError, match=rf"refusing to load .*evil.pt: its pickle ({named})"):
         load_classifier(tmp_path / "evil.pt")
     assert not marker.exists()
 
