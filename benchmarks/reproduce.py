@@ -98,8 +98,8 @@ RUNS = [
     Run("autolora (count rule)", "autolora", schedule="auto"),  # the default recipe before the window-mean rule
     Run("autolora (CE validation)", "autolora", schedule="auto", val_attack_loss="ce"),  # the one before that
     Run("autolora (CE validation, budget checkpoints)", "autolora", schedule="auto-budget", val_attack_loss="ce"),
-    Run("autolora (budget checkpoints)", "autolora", schedule="auto-mean-budget"),  # anneal before the cap: Auto-PGD's
-    Run("autolora (anneal the last quarter)", "autolora", schedule="auto-mean-anneal"),  # always, not after a halving
+    Run("autolora (budget checkpoints)", "autolora", schedule="auto-mean-budget"),  # Auto-PGD's checkpoints
+    Run("autolora (anneal the last quarter)", "autolora", schedule="auto-mean-anneal"),  # the tail in every run
     Run("vanilla lr=0.1 (DLR validation)", "vanilla", 0.1, val_attack_loss="dlr"),  # the same selection, for vanilla
     Run("autolora (cosine LR without the rule)", "autolora", schedule="cosine"),  # does the rule's halving help at all?
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from autolora.errors import ConfigError
 from autolora.eval import EvalConfig, check_accuracies
 from autolora.models import load_classifier, save_run_model
 from autolora.train import TrainConfig, Trainer
+from autolora.train.methods.autolora import AutoLoRa
 from autolora.train.run_dir import RunDirectory
 
 TINY_FINETUNE = [
@@ -89,10 +91,6 @@ def test_resume_refuses_other_settings(tmp_path, source):
 
 
 def test_resume_refuses_a_run_whose_recipe_now_chooses_another_schedule(tmp_path, source, cli, monkeypatch):
-    from dataclasses import replace
-
-    from autolora.train.methods.autolora import AutoLoRa
-
     common = ["finetune", "--checkpoint", source, *TINY_FINETUNE, "--epochs", "1", "--out", tmp_path / "run"]
     cli(*common)
     monkeypatch.setattr(AutoLoRa, "defaults", replace(AutoLoRa.defaults, schedule="auto"))  # a newer default
