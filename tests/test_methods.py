@@ -342,8 +342,8 @@ def test_the_lr_search_restores_the_model_and_sets_the_schedule(tmp_path, tiny_m
 
 def test_the_paper_recipe_is_the_papers_algorithm():
     paper = TrainConfig(method="autolora", recipe="paper")
-    assert (paper.lr, paper.epochs, paper.head_init, paper.period_steps, paper.val_metric, paper.val_attack_loss) == (
-        0.1, 60, "zero", None, "robust_acc", "ce")  # fmt: skip
+    assert (paper.lr, paper.epochs, paper.head_init, paper.period_steps, paper.val_metric, paper.val_attack_loss,
+            paper.average_epochs) == (0.1, 60, "zero", None, "robust_acc", "ce", 0)  # fmt: skip
     default = TrainConfig(method="autolora")
     assert (default.period_steps, default.val_metric, default.val_attack_loss) == (8, "robust_loss", "dlr")
     autolora = get_method("autolora")

@@ -54,6 +54,7 @@ def finetune_config(
     recipe: str = "default",
     schedule: str | None = None,
     val_attack_loss: str | None = None,
+    average_epochs: int | None = None,
     attacks: tuple[str, ...] = ("clean", "pgd", "autoattack"),
 ) -> TrainConfig:
     """The fine-tuning settings the demo and the reproduction study share, so that their runs agree:
@@ -64,6 +65,7 @@ def finetune_config(
         recipe=recipe,
         schedule=schedule,
         val_attack_loss=val_attack_loss,
+        average_epochs=average_epochs,
         epochs=epochs,
         lr=lr,
         threat=THREAT,

@@ -52,6 +52,7 @@ class TrainConfig:
     val_metric: str | None = None  # "robust_acc" or "robust_loss" (lower is better); None: the recipe's
     val_attack_loss: str | None = None  # what the validation PGD maximises: "ce" or "dlr"; None: the recipe's
     schedule: str | None = None  # None: the method's own
+    average_epochs: int | None = None  # validate and deploy an average of this many epochs' weights; 0: none
     head_init: str | None = None  # None: the method's own (zero for all but RoLI)
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
@@ -69,7 +70,7 @@ class TrainConfig:
         recipe = method.recipe(self.recipe)
         if self.find_lr and self.lr is not None:
             raise ConfigError("lr", self.lr, "give an LR or ask for find_lr, not both")
-        for name in ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss"):
+        for name in ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs"):
             if getattr(self, name) is None:
                 self._set(name, getattr(recipe, name))
         if self.find_lr:
@@ -105,6 +106,8 @@ class TrainConfig:
         optional = {"attack-steps": self.attack_steps, "val-attack-steps": self.val_attack_steps,
                     "scalar-samples": self.scalar_samples, "save-every": self.save_every,
                     "period-steps": self.period_steps}  # fmt: skip
+        if self.average_epochs is not None and self.average_epochs < 0:
+            raise ConfigError("average-epochs", self.average_epochs, "use 0 (no average) or a positive number")
         for name, value in optional.items():
             if value is not None and value < 1:
                 raise ConfigError(name, value, "use a positive number")
@@ -150,8 +153,11 @@ class TrainConfig:
 
     def resume_key(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues (not ``compile``: how the
-        steps run, not what they compute; a run may continue where no compiler is)."""
+        steps run, not what they compute; a run may continue where no compiler is). No weight average
+        is left out, so that a run begun before the setting existed still resumes."""
         data = self.to_dict()
         data.pop("evaluation")
         data.pop("compile")
+        if not data["average_epochs"]:
+            data.pop("average_epochs")
         return data

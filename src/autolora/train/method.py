@@ -36,7 +36,8 @@ class MethodDefaults:
     ``head_init``: how the new head starts (``train/head_start.py``);
     ``period_steps``: an epoch repeats the training set until it has this many optimizer steps;
     ``val_metric``: what the schedule compares on the validation split;
-    ``val_attack_loss``: what the validation PGD maximises, cross-entropy ("ce") or the DLR margin ("dlr").
+    ``val_attack_loss``: what the validation PGD maximises, cross-entropy ("ce") or the DLR margin ("dlr");
+    ``average_epochs``: validate and deploy a moving average of the weights over this many epochs (0: none).
     """
 
     lr: float | None
@@ -47,6 +48,7 @@ class MethodDefaults:
     period_steps: int | None = None
     val_metric: str = "robust_acc"
     val_attack_loss: str = "ce"
+    average_epochs: int = 0
 
 
 FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%

@@ -26,6 +26,7 @@ from ..eval.metrics import METRIC_KEYS
 from ..fileio import read_json, save_tensors, write_json
 from ..models import ImageClassifier, save_run_model
 from ..runtime import compile_model
+from .averaging import WeightAverage, snapshot
 from .config import TrainConfig
 from .head_start import HeadStartContext, describe_head_start, start_head
 from .lr_search import RangeTest, lr_range_test
@@ -70,11 +71,6 @@ class EpochResult:
     loss: float | None
     accuracy: float | None
     fault: str | None = None
-
-
-def snapshot(model: nn.Module) -> dict[str, Tensor]:
-    """A detached copy of every parameter and buffer (branch and BatchNorm statistics included)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 class Trainer:
@@ -129,6 +125,7 @@ class Trainer:
         )
         self.best_state = snapshot(self.model)
         self._build_loaders()
+        self.average = WeightAverage(self.model, self._average_horizon())
         # --epochs counts passes over the data; an epoch of the schedule may hold several (period_steps)
         periods = max(1, config.epochs // self._passes())  # never more passes than the cap
         self.schedule = self.method.build_schedule(self.optimizer.param_groups[0]["lr"], periods)
@@ -203,6 +200,7 @@ class Trainer:
             "epoch": self.schedule.epoch,
             "model": self.model.state_dict(),
             "best": self.best_state,
+            "average": self.average.state_dict(),
             "optimizer": optimizer,
             "schedule": self.schedule.state_dict(),
             "method": self.method.state_dict(),
@@ -233,6 +231,8 @@ class Trainer:
         except RuntimeError as exc:
             raise CheckpointError(f"{self.run.state} does not fit this model: {str(exc).splitlines()[0]}") from None
         self.best_state = state["best"]
+        if "average" in state:
+            self.average.load_state_dict(state["average"])
         optimizer = state["optimizer"]
         optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
         self.optimizer.load_state_dict(optimizer)
@@ -256,6 +256,11 @@ class Trainer:
         steps = self.config.period_steps
         needed = 1 if steps is None else math.ceil(steps / max(len(self.train_loader), 1))
         return max(1, min(needed, self.config.epochs))
+
+    def _average_horizon(self) -> int | None:
+        """The weight average's horizon in optimizer steps: ``average_epochs`` of the schedule's epochs."""
+        epochs = self.config.average_epochs
+        return epochs * self._passes() * len(self.train_loader) if epochs else None
 
     def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor, BatchInfo]]:
         """The epoch's batches, over ``_passes()`` passes; the first pass is the plain epoch's."""
@@ -296,6 +301,7 @@ class Trainer:
         share = size * self.dist.world_size / info.global_size
         (output.loss * share).backward()
         self.optimizer.step()
+        self.average.update(self.model)
         self.compute.optimizer_steps += 1
         self.compute.attack_passes += self._attack_steps()
 
@@ -346,7 +352,8 @@ class Trainer:
             row |= {"val_clean_acc": None, "val_robust_acc": None, "val_robust_loss": None}
         else:
             t0 = time.perf_counter()
-            val_clean, val_robust, val_loss = self._validate(epoch)
+            with self.average.applied(self.model):  # the schedule judges the averaged model, if any
+                val_clean, val_robust, val_loss = self._validate(epoch)
             self.timing.validation += time.perf_counter() - t0
             row |= {"val_clean_acc": val_clean, "val_robust_acc": val_robust, "val_robust_loss": val_loss}
             # the schedule maximises its metric: robust accuracy, or the negated robust loss
@@ -358,9 +365,10 @@ class Trainer:
 
     def _apply(self, decision: Decision, fault: bool = False) -> None:
         if decision.is_best:
-            self.best_state = snapshot(self.model)
+            self.best_state = self.average.state(self.model)
         if decision.rollback:
             self.model.load_state_dict(self.best_state)
+            self.average.reset(self.model)
         if fault:
             self.optimizer.state.clear()  # momentum from a diverging step must not carry over
         for group in self.optimizer.param_groups:
@@ -410,6 +418,7 @@ class Trainer:
         if line is not None:
             self.reporter.message(line)
             self.best_state = snapshot(self.model)  # a roll-back returns to the started head, not to zero
+            self.average.reset(self.model)
         self._save_state()
 
     def _search_lr(self) -> None:
@@ -433,6 +442,7 @@ class Trainer:
         self.reporter.message("choosing the initial learning rate: a range test on the training objective")
         result = lr_range_test(step)
         self.model.load_state_dict(saved_model)
+        self.average.reset(self.model)
         self.optimizer.load_state_dict(saved_optimizer)
         set_rng_state(saved_rng)
         self.lr_search = result.to_dict()

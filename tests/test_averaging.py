@@ -1,0 +1,97 @@
+"""The weight average: its arithmetic, and that the trainer validates and deploys it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from autolora.attacks import Threat
+from autolora.data import DataConfig, prepare_data
+from autolora.errors import ConfigError
+from autolora.eval import EvalConfig
+from autolora.train import TrainConfig, Trainer
+from autolora.train.averaging import WeightAverage
+from autolora.train.run_dir import RunDirectory
+from autolora.train.schedule import Decision
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+
+
+def _set(net: nn.Module, value: float) -> None:
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(value)
+    net[1].num_batches_tracked.fill_(int(value))
+
+
+def test_a_young_average_is_the_mean_of_its_steps_then_it_decays():
+    net = _net()
+    _set(net, 0.0)
+    average = WeightAverage(net, horizon=4)
+    for value in (1.0, 2.0, 3.0):
+        _set(net, value)
+        average.update(net)
+    state = average.state(net)
+    assert torch.allclose(state["0.weight"], torch.full((2, 2), 1.5))  # (0 + 1 + 2 + 3) / 4: the start counts
+    assert state["1.num_batches_tracked"].item() == 3  # integer buffers follow the model
+    for _ in range(2):
+        _set(net, 11.5)
+        average.update(net)  # past the horizon: each step moves the average a quarter of the way
+    assert torch.allclose(average.state(net)["0.weight"], torch.full((2, 2), 1.5 + 10 * (1 - 0.75**2)))
+
+
+def test_applied_swaps_the_average_in_and_the_model_back():
+    net = _net()
+    _set(net, 0.0)
+    average = WeightAverage(net, horizon=2)
+    _set(net, 4.0)
+    average.update(net)
+    with average.applied(net):
+        assert torch.equal(net[0].weight, torch.full((2, 2), 2.0))
+    assert torch.equal(net[0].weight, torch.full((2, 2), 4.0))
+    average.reset(net)
+    assert torch.equal(average.state(net)["0.weight"], torch.full((2, 2), 4.0)) and average.steps == 0
+
+
+def test_without_a_horizon_the_average_is_the_model():
+    net = _net()
+    average = WeightAverage(net, horizon=None)
+    _set(net, 3.0)
+    average.update(net)
+    with average.applied(net):
+        assert torch.equal(net[0].weight, torch.full((2, 2), 3.0))
+    assert torch.equal(average.state(net)["0.weight"], net[0].weight) and not average.enabled
+
+
+def test_the_trainer_validates_keeps_and_rolls_back_to_the_average(tmp_path, tiny_model):
+    data = prepare_data(DataConfig("digits", classes="0-3", limit_train=120, limit_test=20))
+    tiny_model.reset_classifier(4)
+    config = TrainConfig(method="autolora", batch_size=32, threat=Threat(0.1), attack_steps=1, period_steps=1,
+                         average_epochs=1, evaluation=EvalConfig(pgd_steps=1))  # fmt: skip
+    run = RunDirectory(tmp_path / "run")
+    run.open()
+    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    assert trainer.average.horizon == len(trainer.train_loader)  # one epoch of optimizer steps
+    seen: list[torch.Tensor] = []
+    validate = trainer._validate
+    trainer._validate = lambda epoch: (seen.append(trainer.model.head.weight.detach().clone()), validate(epoch))[1]
+    trainer._run_epoch(1)
+    averaged = trainer.average.state(trainer.model)["head.weight"]
+    assert torch.equal(seen[0], averaged) and not torch.equal(averaged, trainer.model.head.weight)
+    assert torch.equal(trainer.best_state["head.weight"], averaged)  # the first epoch is the best so far
+    trainer._apply(Decision(lr=0.05, rollback=True))
+    assert torch.equal(trainer.model.head.weight, averaged) and trainer.average.steps == 0
+
+
+def test_a_negative_average_is_refused_and_the_recipes_average_nothing():
+    with pytest.raises(ConfigError, match="average-epochs"):
+        TrainConfig(method="autolora", average_epochs=-1)
+    assert TrainConfig(method="autolora").average_epochs == TrainConfig(method="vanilla").average_epochs == 0
+
+
+def test_a_run_without_an_average_keeps_the_resume_key_of_runs_before_the_setting():
+    assert "average_epochs" not in TrainConfig(method="autolora").resume_key()
+    assert TrainConfig(method="autolora", average_epochs=1).resume_key()["average_epochs"] == 1
