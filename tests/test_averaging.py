@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -73,6 +75,7 @@ def test_the_trainer_validates_keeps_and_rolls_back_to_the_average(tmp_path, tin
                          average_epochs=1, evaluation=EvalConfig(pgd_steps=1))  # fmt: skip
     run = RunDirectory(tmp_path / "run")
     run.open()
+    untrained = copy.deepcopy(tiny_model)
     trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
     assert trainer.average.horizon == len(trainer.train_loader)  # one epoch of optimizer steps
     seen: list[torch.Tensor] = []
@@ -82,6 +85,11 @@ def test_the_trainer_validates_keeps_and_rolls_back_to_the_average(tmp_path, tin
     averaged = trainer.average.state(trainer.model)["head.weight"]
     assert torch.equal(seen[0], averaged) and not torch.equal(averaged, trainer.model.head.weight)
     assert torch.equal(trainer.best_state["head.weight"], averaged)  # the first epoch is the best so far
+    trainer._save_state()
+    resumed = Trainer(copy.deepcopy(untrained), "resnet8", data, config, run, device=torch.device("cpu"))
+    resumed._restore()  # the average is part of the resume state
+    assert resumed.average.steps == trainer.average.steps > 0
+    assert torch.equal(resumed.average.state(resumed.model)["head.weight"], averaged)
     trainer._apply(Decision(lr=0.05, rollback=True))
     assert torch.equal(trainer.model.head.weight, averaged) and trainer.average.steps == 0
 

@@ -106,11 +106,11 @@ class TrainConfig:
         optional = {"attack-steps": self.attack_steps, "val-attack-steps": self.val_attack_steps,
                     "scalar-samples": self.scalar_samples, "save-every": self.save_every,
                     "period-steps": self.period_steps}  # fmt: skip
-        if self.average_epochs is not None and self.average_epochs < 0:
-            raise ConfigError("average-epochs", self.average_epochs, "use 0 (no average) or a positive number")
         for name, value in optional.items():
             if value is not None and value < 1:
                 raise ConfigError(name, value, "use a positive number")
+        if self.average_epochs is not None and self.average_epochs < 0:
+            raise ConfigError("average-epochs", self.average_epochs, "use 0 (no average) or a positive number")
         choices = {"schedule": (self.schedule, SCHEDULES), "precision": (self.precision, PRECISIONS),
                    "head-init": (self.head_init, HEAD_INITS), "val-metric": (self.val_metric, VAL_METRICS),
                    "val-attack-loss": (self.val_attack_loss, VAL_ATTACK_OBJECTIVES)}  # fmt: skip
