@@ -80,7 +80,12 @@ def test_the_trainer_validates_keeps_and_rolls_back_to_the_average(tmp_path, tin
     assert trainer.average.horizon == len(trainer.train_loader)  # one epoch of optimizer steps
     seen: list[torch.Tensor] = []
     validate = trainer._validate
-    trainer._validate = lambda epoch: (seen.append(trainer.model.head.weight.detach().clone()), validate(epoch))[1]
+
+    def recording_validate(epoch: int) -> tuple[float, float, float]:
+        seen.append(trainer.model.head.weight.detach().clone())  # the weights validation sees
+        return validate(epoch)
+
+    trainer._validate = recording_validate
     trainer._run_epoch(1)
     averaged = trainer.average.state(trainer.model)["head.weight"]
     assert torch.equal(seen[0], averaged) and not torch.equal(averaged, trainer.model.head.weight)
