@@ -399,7 +399,7 @@ def _verdict(task: str, budget: str, auto: dict[str, Any], vanillas: list[dict[s
     none_robust = None if none is None else _robust(none, judged)[0]["mean"]
     return {
         "task": task, "budget": budget, "run": auto["run"], "metric": metric, "best_vanilla": best["run"],
-        "best_vanilla_metric": best_metric, "seeds": auto["seeds"],
+        "best_vanilla_metric": best_metric, "seeds": auto["seeds"], "best_vanilla_seeds": best_robust["n"],
         "autolora_worst": robust["worst"], "best_vanilla_mean": best_robust["mean"], "best_vanilla_se": se,
         "autolora_clean_worst": auto["clean_acc"]["worst"], "best_vanilla_clean": best["clean_acc"]["mean"],
         "no_pretraining": none_robust,
@@ -420,6 +420,9 @@ def verdict_markdown(found: list[dict[str, Any]]) -> str:
     def mark(ok: bool) -> str:
         return "yes" if ok else "**no**"
 
+    def seeds(n: int) -> str:
+        return f"{n} seed" + ("" if n == 1 else "s")
+
     names = {"autoattack": "AutoAttack", "pgd-20": "PGD-20"}
 
     lines = ["| task, labels | run, judged by | worst seed ≥ best vanilla − 1 SE | beats every vanilla LR "
@@ -427,9 +430,10 @@ def verdict_markdown(found: list[dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- | ---: |"]  # fmt: skip
     for v in found:
         ratio = "-" if v["steps_ratio_to_grid"] is None else f"{v['steps_ratio_to_grid']:.2f}"
-        cells = [f"{v['task']}, {v['budget']}", f"{v['run']}, by {names[v['metric']]}",
+        cells = [f"{v['task']}, {v['budget']}", f"{v['run']}, by {names[v['metric']]}, {seeds(len(v['seeds']))}",
                  f"{mark(v['robust_ok'])}: {pct(v['autolora_worst'])} against {pct(v['best_vanilla_mean'])} ± "
-                 f"{pct(v['best_vanilla_se'])} ({v['best_vanilla']}, {names[v['best_vanilla_metric']]})",
+                 f"{pct(v['best_vanilla_se'])} ({v['best_vanilla']}, {names[v['best_vanilla_metric']]}, "
+                 f"{seeds(v['best_vanilla_seeds'])})",
                  mark(v["beats_every_vanilla"]),
                  f"{mark(v['clean_ok'])}: {pct(v['autolora_clean_worst'])} against {pct(v['best_vanilla_clean'])}",
                  f"{mark(v['above_no_pretraining'])} ({pct(v['no_pretraining'])})", ratio]  # fmt: skip

@@ -93,7 +93,9 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     assert "| twins |" in study.markdown(table, tiny) and "| roli |" in study.markdown(table, tiny)
     assert study.verdicts(table)[0]["best_vanilla"] == "vanilla lr=0.1"
     assert study.verdicts(table)[0]["metric"] == "pgd-20"
-    assert "| digits, 300 | autolora, by PGD-20 | " in study.verdict_markdown(study.verdicts(table))
+    verdict_table = study.verdict_markdown(study.verdicts(table))
+    assert "| digits, 300 | autolora, by PGD-20, 1 seed | " in verdict_table  # a partial cell says so
+    assert "(vanilla lr=0.1, PGD-20, 1 seed)" in verdict_table
     only_autolora = [e for e in table if e["run"] == "autolora"]  # a budget whose vanilla rows are not in yet
     assert study.sensitivity_figure(only_autolora, tmp_path / "sensitivity.png").stat().st_size > 0
     # --autoattack afterwards: finished rows gain AutoAttack from their deployed models, no training again
