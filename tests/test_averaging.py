@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from autolora.attacks import Threat
 from autolora.data import DataConfig, prepare_data
 from autolora.errors import ConfigError
 from autolora.eval import EvalConfig
+from autolora.models.checkpoint import RUN_WEIGHTS
 from autolora.train import TrainConfig, Trainer
 from autolora.train.averaging import WeightAverage
-from autolora.train.run_dir import RunDirectory
+from autolora.train.run_dir import SNAPSHOTS, RunDirectory
 from autolora.train.schedule import Decision
 
 
@@ -95,6 +98,10 @@ def test_the_trainer_validates_keeps_and_rolls_back_to_the_average(tmp_path, tin
     resumed._restore()  # the average is part of the resume state
     assert resumed.average.steps == trainer.average.steps > 0
     assert torch.equal(resumed.average.state(resumed.model)["head.weight"], averaged)
+    trainer.config = replace(config, save_every=1)
+    trainer._save_snapshot()
+    snapshot = load_file(str(run.file(SNAPSHOTS) / "epoch-001" / RUN_WEIGHTS))
+    assert torch.equal(snapshot["head.weight"], averaged)  # a snapshot holds what the schedule judged
     trainer._apply(Decision(lr=0.05, rollback=True))
     assert torch.equal(trainer.model.head.weight, averaged) and trainer.average.steps == 0
 

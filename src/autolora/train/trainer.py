@@ -464,7 +464,8 @@ class Trainer:
         if not every or self.schedule.epoch % every or not self.dist.is_main:
             return
         folder = self.run.file(SNAPSHOTS) / f"epoch-{self.schedule.epoch:03d}"
-        current = restore_batchnorm(copy.deepcopy(self.model))
+        with self.average.applied(self.model):  # the model this epoch was judged by
+            current = restore_batchnorm(copy.deepcopy(self.model))
         for name, (tensors, metadata) in self.method.snapshot_files(current).items():
             save_tensors(folder / name, tensors, metadata)
         current = self.method.export(current)
