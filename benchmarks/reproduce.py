@@ -101,6 +101,7 @@ RUNS = [
     Run("autolora (CE validation, budget checkpoints)", "autolora", schedule="auto-budget", val_attack_loss="ce"),
     Run("autolora (budget checkpoints)", "autolora", schedule="auto-mean-budget"),  # Auto-PGD's checkpoints
     Run("autolora (anneal the last quarter)", "autolora", schedule="auto-mean-anneal"),  # the tail in every run
+    Run("autolora (a halving in the tail decays too)", "autolora", schedule="auto-mean-anneal-after-any-halving"),
     Run("vanilla lr=0.1 (DLR validation)", "vanilla", 0.1, val_attack_loss="dlr"),  # the same selection, for vanilla
     Run("autolora (cosine LR without the rule)", "autolora", schedule="cosine"),  # does the rule's halving help at all?
     Run("autolora (weight average, 1 epoch)", "autolora", average_epochs=1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -207,3 +208,24 @@ def test_anneal_after_halving_decays_from_the_rules_lr_once_it_has_halved():
     schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25, anneal_after_halving=True)
     decisions = _run(schedule, [i / 100 for i in range(9)] + [0.0] * 4 + [0.6] * 7)  # halved after epoch 13
     assert [d.lr for d in decisions[12:]] == pytest.approx([0.05, 0.05] + [0.05 * k / 6 for k in (5, 4, 3, 2, 1, 0)])
+
+
+def test_with_late_halving_anneals_a_halving_inside_the_tail_decays_over_the_epochs_left():
+    schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25, anneal_after_halving=True,
+                              late_halving_anneals=True)  # fmt: skip
+    decisions = _run(schedule, [i / 100 for i in range(13)] + [0.0] * 7)  # halved after epoch 17, in the tail
+    assert [d.lr for d in decisions[15:]] == pytest.approx([0.1, 0.05, 0.05 * 2 / 3, 0.05 / 3, 0.0])
+    assert decisions[16].halved and decisions[17].reason == "epochs 19-20: the LR falls linearly from 0.05 towards 0"
+    still_learning = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25, anneal_after_halving=True,
+                                    late_halving_anneals=True)  # fmt: skip
+    assert [d.lr for d in _run(still_learning, [i / 100 for i in range(20)])] == [0.1] * 20
+
+
+def test_a_decay_resumed_from_a_state_without_its_start_began_with_the_tail():
+    schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25)
+    _run(schedule, [i / 100 for i in range(16)])  # decaying since epoch 15
+    older = {k: copy.deepcopy(v) for k, v in schedule.state_dict().items()
+             if k not in ("anneal_start", "late_halving_anneals")}  # fmt: skip
+    resumed = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25)
+    resumed.load_state_dict(older)
+    assert resumed.step(0.5).lr == schedule.step(0.5).lr == pytest.approx(0.1 * 3 / 6)

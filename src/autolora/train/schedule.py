@@ -128,7 +128,8 @@ class AutoLRSchedule(Schedule):
     No checkpoint is judged there; a non-finite loss still halves and rolls back. With
     ``anneal_after_halving`` the decay runs only if the rule has halved the LR before it (evidence
     that the run has reached a plateau); a run that never halved is still learning at its first LR,
-    and the rule keeps judging it to the cap.
+    and the rule keeps judging it to the cap. With ``late_halving_anneals`` as well, a halving inside
+    the tail starts the decay too: from the halved LR towards 0 over the epochs left.
     """
 
     def __init__(
@@ -142,6 +143,7 @@ class AutoLRSchedule(Schedule):
         progress: str = "count",
         anneal: float = 0.0,
         anneal_after_halving: bool = False,
+        late_halving_anneals: bool = False,
     ) -> None:
         super().__init__(lr, max_epochs)
         if progress not in PROGRESS_TESTS:
@@ -157,7 +159,9 @@ class AutoLRSchedule(Schedule):
         self.checkpoints = list(checkpoints)
         self.anneal_from = max_epochs - math.floor(anneal * max_epochs + 0.5)  # after it, the decay
         self.anneal_lr: float | None = None  # the LR the decay starts from, once it has begun
+        self.anneal_start: int | None = None  # the epoch after which it began
         self.anneal_after_halving = anneal_after_halving
+        self.late_halving_anneals = late_halving_anneals
         self.lr_entering_tail: float | None = None
         self.rho = rho
         self.progress = progress
@@ -210,16 +214,22 @@ class AutoLRSchedule(Schedule):
             return False
         if self.lr_entering_tail is None:
             self.lr_entering_tail = self.lr
-        return not self.anneal_after_halving or self.lr_entering_tail < self.initial_lr
+        halved = (self.lr if self.late_halving_anneals else self.lr_entering_tail) < self.initial_lr
+        return not self.anneal_after_halving or halved
 
     def _anneal(self, is_best: bool) -> Decision:
         reason = ""
-        if self.anneal_lr is None:
-            self.anneal_lr = self.lr
+        if self.anneal_lr is None or self.anneal_start is None:
+            self.anneal_lr, self.anneal_start = self.lr, self.epoch
             reason = f"epochs {self.epoch + 1}-{self.max_epochs}: the LR falls linearly from {self.lr:g} towards 0"
-        remaining = self.max_epochs - self.epoch  # epochs left; the next one runs at remaining / (tail + 1)
-        self.lr = self.anneal_lr * remaining / (self.max_epochs - self.anneal_from + 1)
+        remaining = self.max_epochs - self.epoch  # epochs left; the next one runs at remaining / (decay + 1)
+        self.lr = self.anneal_lr * remaining / (self.max_epochs - self.anneal_start + 1)
         return Decision(self.lr, is_best, reason=reason)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.anneal_lr is not None and self.anneal_start is None:  # written before decays could start late
+            self.anneal_start = self.anneal_from
 
     def _halve(self, is_best: bool, reason: str) -> Decision:
         self.lr /= 2.0
@@ -265,6 +275,9 @@ SCHEDULES: dict[str, Callable[[float, int], Schedule]] = {
     "auto-mean-anneal": lambda lr, epochs: AutoLRSchedule(lr, max_epochs=epochs, progress="mean", anneal=0.25),
     "auto-mean-anneal-after-halving": lambda lr, epochs: AutoLRSchedule(
         lr, max_epochs=epochs, progress="mean", anneal=0.25, anneal_after_halving=True
+    ),
+    "auto-mean-anneal-after-any-halving": lambda lr, epochs: AutoLRSchedule(
+        lr, max_epochs=epochs, progress="mean", anneal=0.25, anneal_after_halving=True, late_halving_anneals=True
     ),
     "auto-mean-budget": lambda lr, epochs: AutoLRSchedule(
         lr, max_epochs=epochs, progress="mean", checkpoints=budget_checkpoints(epochs)
