@@ -7,6 +7,7 @@ whether to stop. ``fault()`` reports an epoch that ended in a non-finite loss.
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -75,7 +76,8 @@ class Schedule(ABC):
     def _decide(self, is_best: bool) -> Decision: ...
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        """A copy of the state: a later step does not change a state taken before it."""
+        return {k: copy.deepcopy(v) for k, v in vars(self).items() if not k.startswith("_")}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
