@@ -452,11 +452,15 @@ class Trainer:
         self.reporter.message(f"initial learning rate {result.lr:.3g} (range test over {len(result.lrs)} steps)")
         self._save_state()
 
+    def _copy_holding(self, state: dict[str, Tensor]) -> ImageClassifier:
+        """A copy of the model, with plain BatchNorm, holding ``state``; the model itself is left as it is."""
+        held = restore_batchnorm(copy.deepcopy(self.model))
+        held.load_state_dict(state)
+        return held
+
     def exported_model(self) -> ImageClassifier:
         """The best-on-validation model as deployed: the method's export, in the original architecture."""
-        best = restore_batchnorm(copy.deepcopy(self.model))
-        best.load_state_dict(self.best_state)
-        plain = self.method.export(best)
+        plain = self.method.export(self._copy_holding(self.best_state))
         return plain.to(memory_format=torch.contiguous_format).requires_grad_(True)
 
     def _save_snapshot(self) -> None:
@@ -464,8 +468,7 @@ class Trainer:
         if not every or self.schedule.epoch % every or not self.dist.is_main:
             return
         folder = self.run.file(SNAPSHOTS) / f"epoch-{self.schedule.epoch:03d}"
-        with self.average.applied(self.model):  # the model this epoch was judged by
-            current = restore_batchnorm(copy.deepcopy(self.model))
+        current = self._copy_holding(self.average.state(self.model))  # the model this epoch was judged by
         for name, (tensors, metadata) in self.method.snapshot_files(current).items():
             save_tensors(folder / name, tensors, metadata)
         current = self.method.export(current)
