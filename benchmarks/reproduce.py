@@ -224,6 +224,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     row = {
         "task": task.name, "budget": budget, "run": run.name, "seed": seed, "dir": str(directory),
         "autoattack": autoattack, "size": size.__dict__, "wall_s": round(time.perf_counter() - started, 1),
+        "machine": machine(),
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
                                        "attack_passes", "n_test", "data", "head_start")},

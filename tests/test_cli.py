@@ -83,6 +83,8 @@ def test_tiny_pretrain_then_evaluate(cli, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["architecture"] == "resnet8" and config["model"]["input"]["size"] == 28
     assert "autolora pretrain" in config["provenance"]["command"]
+    machine = config["provenance"]["machine"]  # CPU results differ between CPU kernels in the last bits
+    assert machine["cpu"] and machine["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     report = tmp_path / "r.json"
     result = cli(
         "evaluate",

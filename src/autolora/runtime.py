@@ -119,11 +119,23 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(terse=True),
         "processor": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
         "cpu_threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name where the OS reports one (CPU results can differ between models in
+    the last bits, so a run or a row records it), else the architecture."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
 
 
 def provenance(seed: int, command: str | None = None) -> dict[str, Any]:
