@@ -432,9 +432,10 @@ def verdict_markdown(found: list[dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- | ---: |"]  # fmt: skip
     for v in found:
         ratio = "-" if v["steps_ratio_to_grid"] is None else f"{v['steps_ratio_to_grid']:.2f}"
+        spread = f" ± {pct(v['best_vanilla_se'])}" if v["best_vanilla_seeds"] > 1 else ""  # one seed: no SE
         cells = [f"{v['task']}, {v['budget']}", f"{v['run']}, by {names[v['metric']]}, {seeds(len(v['seeds']))}",
-                 f"{mark(v['robust_ok'])}: {pct(v['autolora_worst'])} against {pct(v['best_vanilla_mean'])} ± "
-                 f"{pct(v['best_vanilla_se'])} ({v['best_vanilla']}, {names[v['best_vanilla_metric']]}, "
+                 f"{mark(v['robust_ok'])}: {pct(v['autolora_worst'])} against {pct(v['best_vanilla_mean'])}{spread} "
+                 f"({v['best_vanilla']}, {names[v['best_vanilla_metric']]}, "
                  f"{seeds(v['best_vanilla_seeds'])})",
                  mark(v["beats_every_vanilla"]),
                  f"{mark(v['clean_ok'])}: {pct(v['autolora_clean_worst'])} against {pct(v['best_vanilla_clean'])}",
