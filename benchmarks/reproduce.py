@@ -400,7 +400,8 @@ def _verdict(task: str, budget: str, auto: dict[str, Any], vanillas: list[dict[s
     grid_steps = sum(v["optimizer_steps"]["mean"] or 0 for v in vanillas) if complete else 0
     none_robust = None if none is None else _robust(none, judged)[0]["mean"]
     return {
-        "task": task, "budget": budget, "run": auto["run"], "metric": metric, "best_vanilla": best["run"],
+        "task": task, "budget": budget, "run": auto["run"], "metric": metric, "vanilla_lrs_run": len(vanillas),
+        "best_vanilla": best["run"],
         "best_vanilla_metric": best_metric, "seeds": auto["seeds"], "best_vanilla_seeds": best_robust["n"],
         "autolora_worst": robust["worst"], "best_vanilla_mean": best_robust["mean"], "best_vanilla_se": se,
         "autolora_clean_worst": auto["clean_acc"]["worst"], "best_vanilla_clean": best["clean_acc"]["mean"],
@@ -433,11 +434,13 @@ def verdict_markdown(found: list[dict[str, Any]]) -> str:
     for v in found:
         ratio = "-" if v["steps_ratio_to_grid"] is None else f"{v['steps_ratio_to_grid']:.2f}"
         spread = f" ± {pct(v['best_vanilla_se'])}" if v["best_vanilla_seeds"] > 1 else ""  # one seed: no SE
+        lrs = v["vanilla_lrs_run"]
+        lrs_run = f" ({lrs} of {len(VANILLA_LRS)} LRs run)" if lrs < len(VANILLA_LRS) else ""
         cells = [f"{v['task']}, {v['budget']}", f"{v['run']}, by {names[v['metric']]}, {seeds(len(v['seeds']))}",
                  f"{mark(v['robust_ok'])}: {pct(v['autolora_worst'])} against {pct(v['best_vanilla_mean'])}{spread} "
                  f"({v['best_vanilla']}, {names[v['best_vanilla_metric']]}, "
                  f"{seeds(v['best_vanilla_seeds'])})",
-                 mark(v["beats_every_vanilla"]),
+                 mark(v["beats_every_vanilla"]) + lrs_run,
                  f"{mark(v['clean_ok'])}: {pct(v['autolora_clean_worst'])} against {pct(v['best_vanilla_clean'])}",
                  f"{mark(v['above_no_pretraining'])} ({pct(v['no_pretraining'])})", ratio]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")

@@ -95,6 +95,7 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     assert study.verdicts(table)[0]["metric"] == "pgd-20"
     verdict_table = study.verdict_markdown(study.verdicts(table))
     assert "| digits, 300 | autolora, by PGD-20, 1 seed | " in verdict_table  # a partial cell says so
+    assert "(1 of 3 LRs run)" in verdict_table  # and a grid not yet complete
     assert "(vanilla lr=0.1, PGD-20, 1 seed)" in verdict_table and " ± " not in verdict_table  # one seed, no SE
     only_autolora = [e for e in table if e["run"] == "autolora"]  # a budget whose vanilla rows are not in yet
     assert study.sensitivity_figure(only_autolora, tmp_path / "sensitivity.png").stat().st_size > 0
