@@ -403,7 +403,8 @@ def _verdict(task: str, budget: str, auto: dict[str, Any], vanillas: list[dict[s
         "task": task, "budget": budget, "run": auto["run"], "metric": metric, "vanilla_lrs_run": len(vanillas),
         "best_vanilla": best["run"],
         "best_vanilla_metric": best_metric, "seeds": auto["seeds"], "best_vanilla_seeds": best_robust["n"],
-        "autolora_worst": robust["worst"], "best_vanilla_mean": best_robust["mean"], "best_vanilla_se": se,
+        "autolora_worst": robust["worst"], "best_vanilla_mean": best_robust["mean"],
+        "best_vanilla_se": best_robust["se"],  # None with one seed; the criterion below then uses 0
         "autolora_clean_worst": auto["clean_acc"]["worst"], "best_vanilla_clean": best["clean_acc"]["mean"],
         "no_pretraining": none_robust,
         "robust_ok": robust["worst"] >= best_robust["mean"] - se,
@@ -433,7 +434,7 @@ def verdict_markdown(found: list[dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- | ---: |"]  # fmt: skip
     for v in found:
         ratio = "-" if v["steps_ratio_to_grid"] is None else f"{v['steps_ratio_to_grid']:.2f}"
-        spread = f" ± {pct(v['best_vanilla_se'])}" if v["best_vanilla_seeds"] > 1 else ""  # one seed: no SE
+        spread = "" if v["best_vanilla_se"] is None else f" ± {pct(v['best_vanilla_se'])}"
         lrs = v["vanilla_lrs_run"]
         lrs_run = f" ({lrs} of {len(VANILLA_LRS)} LRs run)" if lrs < len(VANILLA_LRS) else ""
         cells = [f"{v['task']}, {v['budget']}", f"{v['run']}, by {names[v['metric']]}, {seeds(len(v['seeds']))}",
