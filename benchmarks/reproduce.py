@@ -225,6 +225,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         "task": task.name, "budget": budget, "run": run.name, "seed": seed, "dir": str(directory),
         "autoattack": autoattack, "size": size.__dict__, "wall_s": round(time.perf_counter() - started, 1),
         "machine": machine(),
+        "source_sha256": file_digest(source / "model.safetensors"),  # sources trained by the script differ by machine
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
                                        "attack_passes", "n_test", "data", "head_start")},
@@ -277,7 +278,11 @@ def _measured_autoattack(row: dict[str, Any], size: Size) -> dict[str, Any]:
 
 
 def _model_digest(row: dict[str, Any]) -> str:
-    return hashlib.sha256((Path(row["dir"]) / "model.safetensors").read_bytes()).hexdigest()
+    return file_digest(Path(row["dir"]) / "model.safetensors")
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def measured_twin(row: dict[str, Any], row_path: Path) -> dict[str, Any] | None:

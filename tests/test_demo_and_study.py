@@ -89,6 +89,8 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     assert set(by_run) == {"vanilla lr=0.1", "twins", "roli", "autolora"}
     assert by_run["roli"]["head_start"]["head_init"] == "robust-linear"
     assert all(0 <= row["pgd_acc"] <= row["clean_acc"] <= 1 and row["optimizer_steps"] > 0 for row in rows)
+    shipped = study.file_digest(study.default_checkpoint() / "model.safetensors")
+    assert {row["source_sha256"] for row in rows} == {shipped}  # which source each row fine-tuned
     table = study.aggregate(study.finished_rows(tmp_path))
     assert "| twins |" in study.markdown(table, tiny) and "| roli |" in study.markdown(table, tiny)
     assert study.verdicts(table)[0]["best_vanilla"] == "vanilla lr=0.1"
