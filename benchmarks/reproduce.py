@@ -87,6 +87,7 @@ class Run:
     schedule: str | None = None  # None: the recipe's
     val_attack_loss: str | None = None  # None: the recipe's
     average_epochs: int | None = None  # None: the recipe's
+    clean_share: float | None = None  # None: the recipe's
 
 
 RUNS = [
@@ -105,6 +106,7 @@ RUNS = [
     Run("vanilla lr=0.1 (DLR validation)", "vanilla", 0.1, val_attack_loss="dlr"),  # the same selection, for vanilla
     Run("autolora (cosine LR without the rule)", "autolora", schedule="cosine"),  # does the rule's halving help at all?
     Run("autolora (weight average, 1 epoch)", "autolora", average_epochs=1),
+    Run("autolora (clean share 0.5)", "autolora", clean_share=0.5),  # half the deployed path's CE on clean images
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
 ]
 
@@ -191,7 +193,7 @@ def train_config(run: Run, size: Size, seed: int, autoattack: bool) -> TrainConf
     attacks = ("clean", "pgd", "autoattack") if autoattack else ("clean", "pgd")
     return finetune_config(run.method, run.lr, epochs=size.epochs, attack_steps=size.attack_steps, recipe=run.recipe,
                            schedule=run.schedule, val_attack_loss=run.val_attack_loss,
-                           average_epochs=run.average_epochs,
+                           average_epochs=run.average_epochs, clean_share=run.clean_share,
                            autoattack_version=size.autoattack_version,
                            autoattack_n=size.autoattack_n, seed=seed, attacks=attacks)  # fmt: skip
 

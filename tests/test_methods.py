@@ -346,7 +346,12 @@ def test_the_paper_recipe_is_the_papers_algorithm():
             paper.average_epochs) == (0.1, 60, "zero", None, "robust_acc", "ce", 0)  # fmt: skip
     default = TrainConfig(method="autolora")
     assert (default.period_steps, default.val_metric, default.val_attack_loss) == (8, "robust_loss", "dlr")
+    assert default.clean_share == paper.clean_share == 0  # the paper's deployed path sees no clean image
+    for wrong in ({"method": "vanilla", "clean_share": 0.5}, {"method": "autolora", "clean_share": 1.5}):
+        with pytest.raises(ConfigError, match="clean-share"):
+            TrainConfig(**wrong)
     autolora = get_method("autolora")
+    assert autolora(TrainConfig(method="autolora", clean_share=0.5)).build_objective().clean_share == 0.5
     assert autolora(paper).build_schedule(0.1, 10).progress == "count"  # the paper's condition 1
     assert autolora(default).build_schedule(0.1, 10).progress == "mean"
     assert autolora(paper).build_schedule(0.1, 40).anneal_from == 40  # the paper ends where the cap cuts it

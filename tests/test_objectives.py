@@ -98,6 +98,31 @@ def test_autolora_objective_equals_the_loss_on_its_own_adversarial_examples():
     assert output.loss.item() == pytest.approx(expected.item())
 
 
+def test_the_clean_share_moves_deployed_path_ce_to_the_clean_image_and_spares_the_branch():
+    x, y = torch.rand(6, 1, 16, 16), torch.arange(6) % 4
+    attack = PGD(LinfBall(0.1), steps=2, random_start=RandomStart.NORMAL)
+    weights = LossWeights(0.25, 0.0)  # no KL: the branch learns from natural CE alone
+    outputs, grads = {}, {}
+    for share in (0.0, 0.5):
+        model = _model()
+        torch.manual_seed(5)
+        outputs[share] = AutoLoraObjective(attack, weights, clean_share=share)(model, x, y)
+        outputs[share].loss.backward()
+        grads[share] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    z_clean = _model()(x)  # train mode: the batch's own statistics, as inside the objective
+    half = outputs[0.5]
+    expected = 0.25 * F.cross_entropy(half.natural_logits, y) + 0.75 * (
+        0.5 * F.cross_entropy(half.logits, y) + 0.5 * F.cross_entropy(z_clean, y)
+    )
+    assert half.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    paper = outputs[0.0]
+    assert paper.loss.item() == pytest.approx(autolora_loss(paper.natural_logits, paper.logits, y, weights).item())
+    branch = [n for n in grads[0.5] if "lora_" in n]
+    assert branch and all(torch.allclose(grads[0.5][n], grads[0.0][n], rtol=0, atol=1e-7) for n in branch)
+    conv = "features.layer1.0.conv1.base_layer.weight"
+    assert not torch.allclose(grads[0.5][conv], grads[0.0][conv])
+
+
 def test_trades_loss_is_ce_plus_beta_kl():
     torch.manual_seed(0)
     model = create_model("resnet8", 4, InputSpec.plain(1, 16)).train()

@@ -55,6 +55,7 @@ def finetune_config(
     schedule: str | None = None,
     val_attack_loss: str | None = None,
     average_epochs: int | None = None,
+    clean_share: float | None = None,
     attacks: tuple[str, ...] = ("clean", "pgd", "autoattack"),
 ) -> TrainConfig:
     """The fine-tuning settings the demo and the reproduction study share, so that their runs agree:
@@ -66,6 +67,7 @@ def finetune_config(
         schedule=schedule,
         val_attack_loss=val_attack_loss,
         average_epochs=average_epochs,
+        clean_share=clean_share,
         epochs=epochs,
         lr=lr,
         threat=THREAT,

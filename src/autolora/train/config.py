@@ -54,6 +54,7 @@ class TrainConfig:
     schedule: str | None = None  # None: the method's own
     average_epochs: int | None = None  # validate and deploy an average of this many epochs' weights; 0: none
     head_init: str | None = None  # None: the method's own (zero for all but RoLI)
+    clean_share: float | None = None  # AutoLoRa: deployed-path CE share on clean images; None: the recipe's
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
@@ -70,9 +71,20 @@ class TrainConfig:
         recipe = method.recipe(self.recipe)
         if self.find_lr and self.lr is not None:
             raise ConfigError("lr", self.lr, "give an LR or ask for find_lr, not both")
-        for name in ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs"):
+        for name in (
+            "lr",
+            "epochs",
+            "head_init",
+            "period_steps",
+            "val_metric",
+            "val_attack_loss",
+            "average_epochs",
+            "clean_share",
+        ):
             if getattr(self, name) is None:
                 self._set(name, getattr(recipe, name))
+        if self.clean_share and self.method != "autolora":
+            raise ConfigError("clean-share", self.clean_share, "only autolora has a deployed path beside a branch")
         if self.find_lr:
             self._set("lr", None)  # the trainer runs the range test before the first epoch
         self._check()
@@ -109,6 +121,8 @@ class TrainConfig:
         for name, value in optional.items():
             if value is not None and value < 1:
                 raise ConfigError(name, value, "use a positive number")
+        if not 0 <= self.clean_share <= 1:
+            raise ConfigError("clean-share", self.clean_share, "use a share in [0, 1]")
         if self.average_epochs is not None and self.average_epochs < 0:
             raise ConfigError("average-epochs", self.average_epochs, "use 0 (no average) or a positive number")
         choices = {"schedule": (self.schedule, SCHEDULES), "precision": (self.precision, PRECISIONS),

@@ -37,7 +37,8 @@ class MethodDefaults:
     ``period_steps``: an epoch repeats the training set until it has this many optimizer steps;
     ``val_metric``: what the schedule compares on the validation split;
     ``val_attack_loss``: what the validation PGD maximises, cross-entropy ("ce") or the DLR margin ("dlr");
-    ``average_epochs``: validate and deploy a moving average of the weights over this many epochs (0: none).
+    ``average_epochs``: validate and deploy a moving average of the weights over this many epochs (0: none);
+    ``clean_share``: the share of AutoLoRa's deployed-path cross-entropy taken on the clean image (0: none).
     """
 
     lr: float | None
@@ -49,6 +50,7 @@ class MethodDefaults:
     val_metric: str = "robust_acc"
     val_attack_loss: str = "ce"
     average_epochs: int = 0
+    clean_share: float = 0.0
 
 
 FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%

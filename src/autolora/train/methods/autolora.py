@@ -79,26 +79,48 @@ def autolora_loss_terms(z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWe
     return natural, (1.0 - l1) * F.cross_entropy(z_adv.float(), y), l2 * kl_batchmean(z_nat, z_adv)
 
 
-def autolora_loss(z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights) -> Tensor:
-    """``l1 CE(z_nat, y) + (1 - l1) CE(z_adv, y) + l2 KL(softmax(z_nat) || softmax(z_adv))``."""
+def autolora_loss(
+    z_nat: Tensor,
+    z_adv: Tensor,
+    y: Tensor,
+    weights: LossWeights,
+    z_clean: Tensor | None = None,
+    clean_share: float = 0.0,
+) -> Tensor:
+    """``l1 CE(z_nat, y) + (1 - l1) CE(z_adv, y) + l2 KL(softmax(z_nat) || softmax(z_adv))``: the paper's loss.
+
+    With ``clean_share`` s > 0 and the deployed path's clean logits ``z_clean``, that path's
+    cross-entropy is split between the two images: ``(1 - l1) [(1 - s) CE(z_adv, y) + s CE(z_clean, y)]``.
+    """
     natural, adversarial, distillation = autolora_loss_terms(z_nat, z_adv, y, weights)
-    return natural + adversarial + distillation
+    if not clean_share:
+        return natural + adversarial + distillation
+    if z_clean is None:
+        raise ValueError("a clean share needs the deployed path's clean logits")
+    clean = clean_share * (1.0 - weights.lambda1) * F.cross_entropy(z_clean.float(), y)
+    return natural + (1.0 - clean_share) * adversarial + distillation + clean
 
 
 @dataclass
 class AutoLoraObjective:
-    """Natural CE through the branch, adversarial CE through the feature extractor, KL between."""
+    """Natural CE through the branch, adversarial CE through the feature extractor, KL between.
+
+    ``clean_share``: the share of the deployed path's cross-entropy taken on the clean image
+    instead of the adversarial one (0 in the paper and both recipes; measured in docs/method.md)."""
 
     attack: PGD
     weights: LossWeights
     autocast: torch.dtype | None = None
+    clean_share: float = 0.0
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         x_adv = self.attack(unwrap(model), x, CrossEntropyObjective(y))
         with autocast(x.device, self.autocast):
             z_nat = natural_forward(model, x)
             z_adv = model(x_adv)
-        return LossOutput(autolora_loss(z_nat, z_adv, y, self.weights), z_adv, z_nat)
+            z_clean = model(x) if self.clean_share else None
+        loss = autolora_loss(z_nat, z_adv, y, self.weights, z_clean, self.clean_share)
+        return LossOutput(loss, z_adv, z_nat)
 
 
 class AutoLoRa(Method):
@@ -125,7 +147,7 @@ class AutoLoRa(Method):
 
     def build_objective(self) -> AutoLoraObjective:
         attack = self.training_attack(RandomStart.NORMAL)
-        return AutoLoraObjective(attack, self.weights, self.config.autocast_dtype)
+        return AutoLoraObjective(attack, self.weights, self.config.autocast_dtype, self.config.clean_share)
 
     def prepare(self, model: ImageClassifier) -> None:
         if not has_branches(model):
