@@ -18,6 +18,9 @@ from .schedule import SCHEDULES
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 VAL_METRICS = ("robust_acc", "robust_loss")
 VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  # what validation PGD maximises
+# the settings a field left as None takes from the method's recipe
+RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
+                 "clean_share")  # fmt: skip
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
     "paper": "the AutoLoRa paper's algorithm exactly: LR 0.1, epoch-based rule, zero head",
@@ -71,16 +74,7 @@ class TrainConfig:
         recipe = method.recipe(self.recipe)
         if self.find_lr and self.lr is not None:
             raise ConfigError("lr", self.lr, "give an LR or ask for find_lr, not both")
-        for name in (
-            "lr",
-            "epochs",
-            "head_init",
-            "period_steps",
-            "val_metric",
-            "val_attack_loss",
-            "average_epochs",
-            "clean_share",
-        ):
+        for name in RECIPE_FIELDS:
             if getattr(self, name) is None:
                 self._set(name, getattr(recipe, name))
         if self.clean_share and self.method != "autolora":
