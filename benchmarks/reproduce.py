@@ -31,8 +31,8 @@ import math
 import re
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +84,12 @@ class Run:
     lr: float | None = None
     recipe: str = "default"
     random_init: bool = False
-    schedule: str | None = None  # None: the recipe's
-    val_attack_loss: str | None = None  # None: the recipe's
-    average_epochs: int | None = None  # None: the recipe's
-    clean_share: float | None = None  # None: the recipe's
+    settings: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig fields; the rest are the recipe's
+
+
+def variant(name: str, method: str = "autolora", lr: float | None = None, **settings: Any) -> Run:
+    """A row that sets some of the recipe's settings (``TrainConfig`` fields) itself."""
+    return Run(name, method, lr, settings=settings)
 
 
 RUNS = [
@@ -96,17 +98,17 @@ RUNS = [
     Run("roli", "roli"),
     Run("autolora (paper)", "autolora", recipe="paper"),
     Run("autolora", "autolora"),
-    Run("autolora (no tail)", "autolora", schedule="auto-mean"),  # the default before the tail after a halving
-    Run("autolora (count rule)", "autolora", schedule="auto"),  # the default recipe before the window-mean rule
-    Run("autolora (CE validation)", "autolora", schedule="auto", val_attack_loss="ce"),  # the one before that
-    Run("autolora (CE validation, budget checkpoints)", "autolora", schedule="auto-budget", val_attack_loss="ce"),
-    Run("autolora (budget checkpoints)", "autolora", schedule="auto-mean-budget"),  # Auto-PGD's checkpoints
-    Run("autolora (anneal the last quarter)", "autolora", schedule="auto-mean-anneal"),  # the tail in every run
-    Run("autolora (a halving in the tail decays too)", "autolora", schedule="auto-mean-anneal-after-any-halving"),
-    Run("vanilla lr=0.1 (DLR validation)", "vanilla", 0.1, val_attack_loss="dlr"),  # the same selection, for vanilla
-    Run("autolora (cosine LR without the rule)", "autolora", schedule="cosine"),  # does the rule's halving help at all?
-    Run("autolora (weight average, 1 epoch)", "autolora", average_epochs=1),
-    Run("autolora (clean share 0.5)", "autolora", clean_share=0.5),  # half the deployed path's CE on clean images
+    variant("autolora (no tail)", schedule="auto-mean"),  # the default before the tail after a halving
+    variant("autolora (count rule)", schedule="auto"),  # the default recipe before the window-mean rule
+    variant("autolora (CE validation)", schedule="auto", val_attack_loss="ce"),  # the one before that
+    variant("autolora (CE validation, budget checkpoints)", schedule="auto-budget", val_attack_loss="ce"),
+    variant("autolora (budget checkpoints)", schedule="auto-mean-budget"),  # Auto-PGD's checkpoints
+    variant("autolora (anneal the last quarter)", schedule="auto-mean-anneal"),  # the tail in every run
+    variant("autolora (a halving in the tail decays too)", schedule="auto-mean-anneal-after-any-halving"),
+    variant("vanilla lr=0.1 (DLR validation)", "vanilla", 0.1, val_attack_loss="dlr"),  # the same selection for vanilla
+    variant("autolora (cosine LR without the rule)", schedule="cosine"),  # does the rule's halving help at all?
+    variant("autolora (weight average, 1 epoch)", average_epochs=1),
+    variant("autolora (clean share 0.5)", clean_share=0.5),  # half the deployed path's CE on clean images
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
 ]
 
@@ -192,10 +194,8 @@ def random_source(like: Path, out: Path, seed: int) -> Path:
 def train_config(run: Run, size: Size, seed: int, autoattack: bool) -> TrainConfig:
     attacks = ("clean", "pgd", "autoattack") if autoattack else ("clean", "pgd")
     return finetune_config(run.method, run.lr, epochs=size.epochs, attack_steps=size.attack_steps, recipe=run.recipe,
-                           schedule=run.schedule, val_attack_loss=run.val_attack_loss,
-                           average_epochs=run.average_epochs, clean_share=run.clean_share,
                            autoattack_version=size.autoattack_version,
-                           autoattack_n=size.autoattack_n, seed=seed, attacks=attacks)  # fmt: skip
+                           autoattack_n=size.autoattack_n, seed=seed, attacks=attacks, **run.settings)  # fmt: skip
 
 
 def slug(name: str) -> str:

@@ -52,22 +52,16 @@ def finetune_config(
     seed: int,
     save_every: int | None = None,
     recipe: str = "default",
-    schedule: str | None = None,
-    val_attack_loss: str | None = None,
-    average_epochs: int | None = None,
-    clean_share: float | None = None,
     attacks: tuple[str, ...] = ("clean", "pgd", "autoattack"),
+    **settings: Any,
 ) -> TrainConfig:
     """The fine-tuning settings the demo and the reproduction study share, so that their runs agree:
     ``THREAT``, PGD-``attack_steps`` training, and clean, PGD-20 and AutoAttack on the test split.
-    ``lr`` None is the recipe's own."""
+    ``lr`` None is the recipe's own; ``settings`` are further ``TrainConfig`` fields (a study row's
+    ``schedule``, ``clean_share``, ...)."""
     return TrainConfig(
         method=method,
         recipe=recipe,
-        schedule=schedule,
-        val_attack_loss=val_attack_loss,
-        average_epochs=average_epochs,
-        clean_share=clean_share,
         epochs=epochs,
         lr=lr,
         threat=THREAT,
@@ -80,6 +74,7 @@ def finetune_config(
             autoattack_version=autoattack_version,
             autoattack_n=autoattack_n,
         ),
+        **settings,
     )
 
 
