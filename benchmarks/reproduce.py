@@ -109,6 +109,7 @@ RUNS = [
     variant("autolora (cosine LR without the rule)", schedule="cosine"),  # does the rule's halving help at all?
     variant("autolora (weight average, 1 epoch)", average_epochs=1),
     variant("autolora (clean share 0.5)", clean_share=0.5),  # half the deployed path's CE on clean images
+    variant("autolora (unhalved tail ends on its mean)", schedule="auto-mean-anneal-or-average"),  # SWA
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
 ]
 

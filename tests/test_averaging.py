@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import replace
 
 import pytest
@@ -46,6 +47,20 @@ def test_a_young_average_is_the_mean_of_its_steps_then_it_decays():
         _set(net, 11.5)
         average.update(net)  # past the horizon: each step moves the average a quarter of the way
     assert torch.allclose(average.state(net)["0.weight"], torch.full((2, 2), 1.5 + 10 * (1 - 0.75**2)))
+
+
+def test_a_started_average_is_the_plain_mean_of_its_steps_from_there():
+    net = _net()
+    average = WeightAverage(net, horizon=None)
+    _set(net, 9.0)
+    average.start(net, horizon=math.inf)
+    for value in (1.0, 2.0, 3.0, 4.0, 5.0):
+        _set(net, value)
+        average.update(net)
+    assert torch.allclose(average.state(net)["0.weight"], torch.full((2, 2), 24.0 / 6))  # 9 and the five steps
+    restored = WeightAverage(_net(), horizon=None)
+    restored.load_state_dict(average.state_dict())
+    assert restored.horizon == math.inf and restored.enabled
 
 
 def test_applied_swaps_the_average_in_and_the_model_back():
@@ -115,3 +130,26 @@ def test_a_negative_average_is_refused_and_the_recipes_average_nothing():
 def test_a_run_without_an_average_keeps_the_resume_key_of_runs_before_the_setting():
     assert "average_epochs" not in TrainConfig(method="autolora").resume_key()
     assert TrainConfig(method="autolora", average_epochs=1).resume_key()["average_epochs"] == 1
+
+
+def test_the_trainer_ends_an_unhalved_run_on_the_mean_of_its_tail(tmp_path, tiny_model):
+    data = prepare_data(DataConfig("digits", classes="0-3", limit_train=120, limit_test=20))
+    tiny_model.reset_classifier(4)
+    config = TrainConfig(method="autolora", batch_size=32, threat=Threat(0.1), attack_steps=1, period_steps=1,
+                         epochs=4, schedule="auto-mean-anneal-or-average", evaluation=EvalConfig(pgd_steps=1))  # fmt: skip
+    run = RunDirectory(tmp_path / "run")
+    run.open()
+    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    assert not trainer.average.enabled  # the first three epochs judge the last iterate
+    for epoch in (1, 2, 3):
+        trainer._run_epoch(epoch)
+    assert trainer.average.horizon == math.inf and trainer.average.steps == 0  # the tail: epoch 4 of 4
+    trainer._run_epoch(4)
+    assert trainer.average.steps == len(trainer.train_loader)
+    averaged = trainer.average.state(trainer.model)["head.weight"]
+    assert not torch.equal(averaged, trainer.model.head.weight)
+    assert trainer.metrics[-1]["best"] and torch.equal(trainer.best_state["head.weight"], averaged)  # deployed
+    trainer._save_state()
+    resumed = Trainer(copy.deepcopy(trainer.model), "resnet8", data, config, run, device=torch.device("cpu"))
+    resumed._restore()  # through the state file: the tail's average and its horizon
+    assert resumed.average.horizon == math.inf and resumed.average.steps == trainer.average.steps

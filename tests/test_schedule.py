@@ -227,3 +227,26 @@ def test_a_decay_resumed_from_a_state_without_its_start_began_with_the_tail():
     resumed = AutoLRSchedule(0.1, max_epochs=20, progress="mean", anneal=0.25)
     resumed.load_state_dict(older)
     assert resumed.step(0.5).lr == schedule.step(0.5).lr == pytest.approx(0.1 * 3 / 6)
+
+
+def test_an_unhalved_tail_holds_the_lr_and_asks_for_the_average_once():
+    schedule = SCHEDULES["auto-mean-anneal-or-average"](0.1, 20)
+    decisions = _run(schedule, [i / 100 for i in range(20)])  # never halved: still learning at the cap
+    assert [d.lr for d in decisions] == [0.1] * 20 and not any(d.halved for d in decisions)
+    assert [d.average for d in decisions].index(True) == 14 and sum(d.average for d in decisions) == 1
+    assert decisions[14].reason == "epochs 16-20: the LR stays at 0.1; the run ends on their mean"
+    assert decisions[-1].stop
+    halved = SCHEDULES["auto-mean-anneal-or-average"](0.1, 20)  # a run that halved before the tail decays
+    decisions = _run(halved, [i / 100 for i in range(9)] + [0.0] * 4 + [0.6] * 7)
+    assert [d.lr for d in decisions[14:]] == pytest.approx([0.05 * k / 6 for k in (5, 4, 3, 2, 1, 0)])
+    assert not any(d.average for d in decisions)
+
+
+def test_an_unhalved_tail_judges_no_checkpoint_and_resumes_without_asking_again():
+    schedule = SCHEDULES["auto-mean-anneal-or-average"](0.1, 20)
+    decisions = _run(schedule, [i / 100 for i in range(13)] + [0.0] * 7)  # the rule would halve after 17
+    assert [d.lr for d in decisions[15:]] == [0.1] * 5 and not any(d.halved for d in decisions)
+    assert decisions[15].is_best and not decisions[16].is_best  # the tail's first mean beats earlier iterates
+    resumed = SCHEDULES["auto-mean-anneal-or-average"](0.1, 20)
+    resumed.load_state_dict(schedule.state_dict())
+    assert resumed.average_start == 15

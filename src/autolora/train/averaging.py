@@ -27,11 +27,12 @@ class WeightAverage:
 
     ``horizon`` optimizer steps is its time constant (decay ``1 - 1/horizon``); until that many
     steps have passed since it started, it is the plain mean of the steps so far, so a young
-    average is not pulled towards its start. Integer buffers (BatchNorm's batch count) follow the
-    model. ``horizon=None`` averages nothing: the average is the model itself.
+    average is not pulled towards its start (``math.inf``: always the plain mean). Integer buffers
+    (BatchNorm's batch count) follow the model. ``horizon=None`` averages nothing: the average is
+    the model itself.
     """
 
-    def __init__(self, model: nn.Module, horizon: int | None) -> None:
+    def __init__(self, model: nn.Module, horizon: float | None) -> None:
         if horizon is not None and horizon < 1:
             raise ValueError(f"horizon must be a positive number of steps, got {horizon}")
         self.horizon = horizon
@@ -42,6 +43,13 @@ class WeightAverage:
     @property
     def enabled(self) -> bool:
         return self.horizon is not None
+
+    def start(self, model: nn.Module, horizon: float) -> None:
+        """Average from ``model`` as it is now, over ``horizon`` steps (``math.inf``: the plain mean)."""
+        if horizon < 1:
+            raise ValueError(f"horizon must be a positive number of steps, got {horizon}")
+        self.horizon = horizon
+        self.reset(model)
 
     def reset(self, model: nn.Module) -> None:
         """Start again from ``model`` as it is now (after a roll-back)."""
@@ -82,7 +90,8 @@ class WeightAverage:
             model.load_state_dict(own)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"average": self.average, "steps": self.steps}
+        return {"average": self.average, "steps": self.steps, "horizon": self.horizon}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.average, self.steps = state["average"], int(state["steps"])
+        self.horizon = state.get("horizon", self.horizon)  # states written before averages could start late

@@ -30,6 +30,7 @@ class Decision:
     rollback: bool = False
     stop: bool = False
     reason: str = ""
+    average: bool = False  # from the next step on, judge and deploy the mean of the iterates
 
 
 class Schedule(ABC):
@@ -131,7 +132,13 @@ class AutoLRSchedule(Schedule):
     ``anneal_after_halving`` the decay runs only if the rule has halved the LR before it (evidence
     that the run has reached a plateau); a run that never halved is still learning at its first LR,
     and the rule keeps judging it to the cap. With ``late_halving_anneals`` as well, a halving inside
-    the tail starts the decay too: from the halved LR towards 0 over the epochs left.
+    the tail starts the decay too: from the halved LR towards 0 over the epochs left. With
+    ``average_unhalved_tail`` a run that enters the tail without a halving holds its LR there and
+    ends on the mean of the tail's iterates (stochastic weight averaging, Izmailov et al. 2018): an
+    average ends a constant-LR run near the middle of the region it wanders in, without a decay
+    that would cut what a run still learning gains. No checkpoint is judged there, and the model
+    deployed is the best of the tail's averages, not an earlier iterate: on a small validation
+    split the best of many noisy iterates wins by its noise.
     """
 
     def __init__(
@@ -146,6 +153,7 @@ class AutoLRSchedule(Schedule):
         anneal: float = 0.0,
         anneal_after_halving: bool = False,
         late_halving_anneals: bool = False,
+        average_unhalved_tail: bool = False,
     ) -> None:
         super().__init__(lr, max_epochs)
         if progress not in PROGRESS_TESTS:
@@ -164,6 +172,8 @@ class AutoLRSchedule(Schedule):
         self.anneal_start: int | None = None  # the epoch after which it began
         self.anneal_after_halving = anneal_after_halving
         self.late_halving_anneals = late_halving_anneals
+        self.average_unhalved_tail = average_unhalved_tail
+        self.average_start: int | None = None  # the epoch after which the tail's average began
         self.lr_entering_tail: float | None = None
         self.rho = rho
         self.progress = progress
@@ -201,6 +211,8 @@ class AutoLRSchedule(Schedule):
     def _decide(self, is_best: bool) -> Decision:
         if self._tail_decays():
             return self._anneal(is_best)
+        if self._tail_averages():
+            return self._hold_and_average(is_best)
         if not self._at_checkpoint():
             return Decision(self.lr, is_best)
         condition1, reason1 = self._condition_one(self.next_checkpoint)
@@ -218,6 +230,18 @@ class AutoLRSchedule(Schedule):
             self.lr_entering_tail = self.lr
         halved = (self.lr if self.late_halving_anneals else self.lr_entering_tail) < self.initial_lr
         return not self.anneal_after_halving or halved
+
+    def _tail_averages(self) -> bool:
+        """Whether this decision falls in a tail that a run without a halving ends on its average."""
+        return self.average_unhalved_tail and self.lr_entering_tail is not None  # in the tail, not decaying
+
+    def _hold_and_average(self, is_best: bool) -> Decision:
+        if self.average_start is not None:
+            return Decision(self.lr, is_best)
+        self.average_start = self.epoch
+        self.best = -math.inf  # the run ends on the tail's mean: its averages compete only with each other
+        reason = f"epochs {self.epoch + 1}-{self.max_epochs}: the LR stays at {self.lr:g}; the run ends on their mean"
+        return Decision(self.lr, is_best, reason=reason, average=True)
 
     def _anneal(self, is_best: bool) -> Decision:
         reason = ""
@@ -280,6 +304,9 @@ SCHEDULES: dict[str, Callable[[float, int], Schedule]] = {
     ),
     "auto-mean-anneal-after-any-halving": lambda lr, epochs: AutoLRSchedule(
         lr, max_epochs=epochs, progress="mean", anneal=0.25, anneal_after_halving=True, late_halving_anneals=True
+    ),
+    "auto-mean-anneal-or-average": lambda lr, epochs: AutoLRSchedule(
+        lr, max_epochs=epochs, progress="mean", anneal=0.25, anneal_after_halving=True, average_unhalved_tail=True
     ),
     "auto-mean-budget": lambda lr, epochs: AutoLRSchedule(
         lr, max_epochs=epochs, progress="mean", checkpoints=budget_checkpoints(epochs)

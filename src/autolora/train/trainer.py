@@ -369,6 +369,8 @@ class Trainer:
         if decision.rollback:
             self.model.load_state_dict(self.best_state)
             self.average.reset(self.model)
+        if decision.average:
+            self.average.start(self.model, horizon=math.inf)
         if fault:
             self.optimizer.state.clear()  # momentum from a diverging step must not carry over
         for group in self.optimizer.param_groups:
