@@ -55,7 +55,7 @@ from autolora.train import TrainConfig
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
-JUDGED = ("autolora", "autolora (no tail)")  # the default recipe, and the one before it
+JUDGED = ("autolora", "autolora (an unhalved tail ends on its iterate)")  # the default recipe, and the one before it
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
@@ -98,6 +98,7 @@ RUNS = [
     Run("roli", "roli"),
     Run("autolora (paper)", "autolora", recipe="paper"),
     Run("autolora", "autolora"),
+    variant("autolora (an unhalved tail ends on its iterate)", schedule="auto-mean-anneal-after-halving"),  # before SWA
     variant("autolora (no tail)", schedule="auto-mean"),  # the default before the tail after a halving
     variant("autolora (count rule)", schedule="auto"),  # the default recipe before the window-mean rule
     variant("autolora (CE validation)", schedule="auto", val_attack_loss="ce"),  # the one before that
@@ -109,7 +110,6 @@ RUNS = [
     variant("autolora (cosine LR without the rule)", schedule="cosine"),  # does the rule's halving help at all?
     variant("autolora (weight average, 1 epoch)", average_epochs=1),
     variant("autolora (clean share 0.5)", clean_share=0.5),  # half the deployed path's CE on clean images
-    variant("autolora (unhalved tail ends on its mean)", schedule="auto-mean-anneal-or-average"),  # SWA
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
 ]
 

@@ -131,7 +131,7 @@ class AutoLoRa(Method):
     defaults = MethodDefaults(
         lr=0.1,
         epochs=40,
-        schedule="auto-mean-anneal-after-halving",
+        schedule="auto-mean-anneal-or-average",
         decides_length=True,
         period_steps=8,
         val_metric="robust_loss",
