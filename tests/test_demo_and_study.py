@@ -110,9 +110,13 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     assert {row["run"]: row["optimizer_steps"] for row in rows} == steps_before
     verdict = study.verdicts(study.aggregate(study.finished_rows(tmp_path)))[0]
     assert verdict["metric"] == "autoattack" and verdict["best_vanilla_metric"] == "autoattack"
-    # one epoch leaves the LR rule no decision: the count rule deploys the default's bytes, measured once
-    count_rule = [r for r in study.RUNS if r.name == "autolora (count rule)"]
+    default = next(row for row in rows if row["run"] == "autolora")
+    assert default["batchnorm"] == "recomputed" and default["batchnorm_images"] > 0
+    # one epoch leaves the LR rule no decision: the count rule deploys the bytes of the default as it
+    # was before the BatchNorm re-estimate, and is measured once
+    before, count_rule = ([r for r in study.RUNS if r.name == name] for name in
+                          ("autolora (BatchNorm statistics as trained)", "autolora (count rule)"))  # fmt: skip
+    (measured,) = study.run_study(["digits"], ["300"], [0], before, tiny, tmp_path, autoattack=True)
     study.run_study(["digits"], ["300"], [0], count_rule, tiny, tmp_path, autoattack=False)
     (twin,) = study.run_study(["digits"], ["300"], [0], count_rule, tiny, tmp_path, autoattack=True)
-    default = next(row for row in rows if row["run"] == "autolora")
-    assert twin["autoattack_of"] == "autolora" and twin["autoattack_acc"] == default["autoattack_acc"]
+    assert twin["autoattack_of"] == measured["run"] and twin["autoattack_acc"] == measured["autoattack_acc"]

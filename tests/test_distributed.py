@@ -9,8 +9,10 @@ import sys
 
 import pytest
 import torch.distributed as dist
+from safetensors.torch import load_file
 
 from autolora.models import save_run_model
+from autolora.models.checkpoint import RUN_WEIGHTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not dist.is_available(), reason="no torch.distributed")]
 
@@ -57,6 +59,12 @@ def test_two_processes_train_on_the_same_global_batch(tmp_path, source):
     assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == sorted(p.name for p in (tmp_path / "p1").iterdir())
     summary = json.loads((tmp_path / "p2" / "summary.json").read_text())
     assert summary["data"]["train"] == 200 and summary["n_test"] == 30
+    # the BatchNorm statistics estimated again after training: over the global batch, all 200 images, and as
+    # close between one and two processes as the weights they normalise (about 1% apart after one epoch)
+    assert summary["batchnorm"] == "recomputed" and summary["batchnorm_images"] == 200
+    models = [load_file(str(tmp_path / f"p{p}" / RUN_WEIGHTS)) for p in (1, 2)]
+    for name in ("features.bn1.running_mean", "features.bn1.running_var", "features.conv1.weight"):
+        assert (models[0][name] - models[1][name]).norm() < 0.03 * models[0][name].norm(), name
 
 
 def test_two_processes_make_the_same_lr_decisions(tmp_path, source):

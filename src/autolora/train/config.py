@@ -11,6 +11,7 @@ from ..attacks import PGD, BatchNoise, CrossEntropyObjective, MarginObjective, R
 from ..attacks.objectives import UntargetedObjective
 from ..errors import ConfigError
 from ..eval import EvalConfig
+from .batchnorm import BATCHNORM_STATS
 from .head_start import HEAD_INITS
 from .methods import get_method
 from .schedule import SCHEDULES
@@ -20,7 +21,7 @@ VAL_METRICS = ("robust_acc", "robust_loss")
 VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  # what validation PGD maximises
 # the settings a field left as None takes from the method's recipe
 RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
-                 "clean_share")  # fmt: skip
+                 "clean_share", "batchnorm")  # fmt: skip
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
     "paper": "the AutoLoRa paper's algorithm exactly: LR 0.1, epoch-based rule, zero head",
@@ -58,6 +59,7 @@ class TrainConfig:
     average_epochs: int | None = None  # validate and deploy an average of this many epochs' weights; 0: none
     head_init: str | None = None  # None: the method's own (zero for all but RoLI)
     clean_share: float | None = None  # AutoLoRa: deployed-path CE share on clean images; None: the recipe's
+    batchnorm: str | None = None  # the deployed model's statistics: "training" or "recomputed"; None: the recipe's
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
@@ -79,6 +81,8 @@ class TrainConfig:
                 self._set(name, getattr(recipe, name))
         if self.clean_share and self.method != "autolora":
             raise ConfigError("clean-share", self.clean_share, "only autolora has a deployed path beside a branch")
+        if self.batchnorm == "recomputed" and not method.learns_batchnorm:
+            raise ConfigError("batchnorm", self.batchnorm, f"{self.method} keeps the source's BatchNorm statistics")
         if self.find_lr:
             self._set("lr", None)  # the trainer runs the range test before the first epoch
         self._check()
@@ -121,7 +125,8 @@ class TrainConfig:
             raise ConfigError("average-epochs", self.average_epochs, "use 0 (no average) or a positive number")
         choices = {"schedule": (self.schedule, SCHEDULES), "precision": (self.precision, PRECISIONS),
                    "head-init": (self.head_init, HEAD_INITS), "val-metric": (self.val_metric, VAL_METRICS),
-                   "val-attack-loss": (self.val_attack_loss, VAL_ATTACK_OBJECTIVES)}  # fmt: skip
+                   "val-attack-loss": (self.val_attack_loss, VAL_ATTACK_OBJECTIVES),
+                   "batchnorm": (self.batchnorm, BATCHNORM_STATS)}  # fmt: skip
         for name, (value, table) in choices.items():
             if value is not None and value not in table:
                 raise ConfigError(name, value, f"choose one of: {', '.join(table)}")
@@ -161,11 +166,12 @@ class TrainConfig:
 
     def resume_key(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues (not ``compile``: how the
-        steps run, not what they compute; a run may continue where no compiler is). No weight average
-        is left out, so that a run begun before the setting existed still resumes."""
+        steps run, not what they compute; a run may continue where no compiler is), nor ``evaluation``
+        and ``batchnorm``, which act after the last epoch. No weight average is left out, so that a
+        run begun before the setting existed still resumes."""
         data = self.to_dict()
-        data.pop("evaluation")
-        data.pop("compile")
+        for name in ("evaluation", "compile", "batchnorm"):
+            data.pop(name)
         if not data["average_epochs"]:
             data.pop("average_epochs")
         return data

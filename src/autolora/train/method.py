@@ -38,7 +38,8 @@ class MethodDefaults:
     ``val_metric``: what the schedule compares on the validation split;
     ``val_attack_loss``: what the validation PGD maximises, cross-entropy ("ce") or the DLR margin ("dlr");
     ``average_epochs``: validate and deploy a moving average of the weights over this many epochs (0: none);
-    ``clean_share``: the share of AutoLoRa's deployed-path cross-entropy taken on the clean image (0: none).
+    ``clean_share``: the share of AutoLoRa's deployed-path cross-entropy taken on the clean image (0: none);
+    ``batchnorm``: the deployed model's BatchNorm statistics, "training" or "recomputed" (``train/batchnorm.py``).
     """
 
     lr: float | None
@@ -51,6 +52,7 @@ class MethodDefaults:
     val_attack_loss: str = "ce"
     average_epochs: int = 0
     clean_share: float = 0.0
+    batchnorm: str = "training"
 
 
 FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%
@@ -82,6 +84,7 @@ class Method(ABC):
     aliases: ClassVar[tuple[str, ...]] = ()
     columns: ClassVar[tuple[str, ...]] = ()  # the method's own columns in metrics.jsonl
     recipes: ClassVar[dict[str, MethodDefaults]] = {}  # named alternatives to ``defaults`` ("paper")
+    learns_batchnorm: ClassVar[bool] = True  # False: it keeps (some of) the source's statistics as they are
 
     @classmethod
     def recipe(cls, name: str) -> MethodDefaults:
@@ -163,5 +166,6 @@ class Method(ABC):
             + ("" if d.head_init == "zero" else f", head: {d.head_init}")
             + ("" if d.period_steps is None else f", epochs of ≥{d.period_steps} steps")
             + ("" if d.val_attack_loss == "ce" else f", validation PGD on the {d.val_attack_loss.upper()} loss")
+            + ("" if d.batchnorm == "training" else ", BatchNorm statistics re-estimated at the end")
             + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -17,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..attacks import BatchNoise, RandomStart
 from ..attacks.pgd import evaluating
-from ..data import BatchLoader, ImageSet, PreparedData
+from ..data import BatchLoader, ImageSet, PreparedData, limit
 from ..data.loader import BatchInfo
 from ..distributed import DistContext, restore_batchnorm, use_global_batchnorm
 from ..errors import CheckpointError, ConfigError
@@ -27,6 +28,7 @@ from ..fileio import read_json, save_tensors, write_json
 from ..models import ImageClassifier, save_run_model
 from ..runtime import compile_model
 from .averaging import WeightAverage, snapshot
+from .batchnorm import BATCHNORM_SAMPLES, recompute_batchnorm
 from .config import TrainConfig
 from .head_start import HeadStartContext, describe_head_start, start_head
 from .lr_search import RangeTest, lr_range_test
@@ -42,6 +44,7 @@ PASS_STREAM = 100_003  # data-order keys of an epoch's repeated passes: epoch + 
 NOISE_STREAM = 1_000_000  # random-start keys: epoch * NOISE_STREAM + batch (validation: + NOISE_STREAM / 2)
 LR_SEARCH_KEYS = NOISE_STREAM // 4  # the LR search's random starts: epoch 0's stream, apart from the head start's
 LR_SEARCH_ORDER = 1_000  # its data orders: keys -(1000 + pass), apart from the head start's -1, -2, ...
+BATCHNORM_KEYS = 3 * NOISE_STREAM // 4  # the random starts of the BatchNorm re-estimate: epoch 0's stream too
 
 
 @dataclass
@@ -221,7 +224,7 @@ class Trainer:
 
     def _restore(self) -> None:
         state = load_state(self.run.state)
-        if _jsonable(state["config"]) != _jsonable(self._resume_key()):
+        if _comparable(state["config"]) != _comparable(self._resume_key()):
             raise CheckpointError(
                 f"{self.run.state} was written with other settings, data or source model; resume with the "
                 "same command, or pass --overwrite to start again"
@@ -385,8 +388,13 @@ class Trainer:
         if resume:
             self._restore()
             if self.finished and self.run.file(SUMMARY).exists():
-                self.reporter.message(f"{self.run.path} is finished; its summary stands")
-                return read_json(self.run.file(SUMMARY))
+                summary = read_json(self.run.file(SUMMARY))
+                if summary.get("batchnorm", "training") == self.config.batchnorm:
+                    self.reporter.message(f"{self.run.path} is finished; its summary stands")
+                    return summary
+                self.reporter.message(f"{self.run.path} is finished; finishing it again with BatchNorm statistics "
+                                      f"{self.config.batchnorm}, as this version's settings ask")  # fmt: skip
+                return self._finish()
         if self.head_start is None:
             self._start_head()
         if self.lr_search is None:
@@ -460,9 +468,10 @@ class Trainer:
         held.load_state_dict(state)
         return held
 
-    def exported_model(self) -> ImageClassifier:
-        """The best-on-validation model as deployed: the method's export, in the original architecture."""
-        plain = self.method.export(self._copy_holding(self.best_state))
+    def exported_model(self, state: dict[str, Tensor] | None = None) -> ImageClassifier:
+        """The best-on-validation model (or ``state``) as deployed: the method's export, in the
+        original architecture."""
+        plain = self.method.export(self._copy_holding(self.best_state if state is None else state))
         return plain.to(memory_format=torch.contiguous_format).requires_grad_(True)
 
     def _save_snapshot(self) -> None:
@@ -476,13 +485,39 @@ class Trainer:
         current = self.method.export(current)
         save_run_model(folder, current, self.architecture, {"epoch": self.schedule.epoch, "method": self.config.method})
 
+    def _deployed_state(self) -> dict[str, Tensor]:
+        """The best state, its BatchNorm statistics re-estimated where ``config.batchnorm`` asks
+        (``train/batchnorm.py``; every process takes part, as in a training step)."""
+        self.batchnorm_images = 0
+        if self.config.batchnorm != "recomputed":
+            return self.best_state
+        held = copy.deepcopy(self.model)  # GlobalBatchNorm stays: the statistics cover the global batch
+        held.load_state_dict(self.best_state)
+        cfg = self.config
+        images = limit(self.data.train, BATCHNORM_SAMPLES, cfg.seed, "batchnorm-samples")
+        loader = BatchLoader(images, self.model.spec, cfg.batch_size, self.device, augment=self.data.augment,
+                             seed=cfg.seed, shard=self.dist.shard, min_batch=2 * self.dist.world_size)  # fmt: skip
+        attack = getattr(self.method.objective, "attack", None) or cfg.attack(RandomStart.UNIFORM, noise=self.noise)
+
+        def batches() -> Iterator[tuple[Tensor, Tensor]]:
+            for x, y, info in loader.parts():
+                self.noise.begin(BATCHNORM_KEYS + info.index, info.global_size, info.part)
+                self.compute.attack_passes += attack.steps
+                yield self._memory_format(x), y
+
+        (seen,) = self.dist.all_sum(recompute_batchnorm(held, batches(), attack))
+        self.batchnorm_images = int(seen)
+        self.reporter.message(f"BatchNorm statistics re-estimated on adversarial examples of {int(seen)} images")
+        return held.state_dict()
+
     def _finish(self) -> dict[str, Any]:
+        state = self._deployed_state()
         # Only the main process evaluates on the test split; the others leave now rather than
         # wait in a collective that could time out during a long AutoAttack run.
         self.dist.barrier()
         if not self.dist.is_main:
             return {}
-        model = self.exported_model()
+        model = self.exported_model(state)
         started = time.perf_counter()
         evaluation = replace(self.config.evaluation, autoattack_state=self.run.file(AUTOATTACK_STATE))
         results = evaluate(model, self.data.test, model.spec, evaluation, self.device, self.reporter.batches)
@@ -515,6 +550,8 @@ class Trainer:
             "head_start": self.head_start,
             "initial_lr": self.schedule.initial_lr,
             "lr_search": self.lr_search,
+            "batchnorm": self.config.batchnorm,
+            "batchnorm_images": self.batchnorm_images,
             "data": self.data.sizes(),
             "input_guess": (self.record.get("source") or {}).get("input_guess"),
             "evaluation": results,
@@ -524,7 +561,9 @@ class Trainer:
         }
 
 
-def _jsonable(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value))
+def _comparable(key: dict[str, Any]) -> dict[str, Any]:
+    """A resume key as compared (as JSON): the schedule is the one the run follows (its top-level
+    entry), whether the settings named it or left it to the recipe."""
+    key = json.loads(json.dumps(key))
+    key["training"].pop("schedule", None)
+    return key

@@ -19,6 +19,7 @@ class LinearFineTuning(Method):
 
     trains = "head only"
     defaults = FIXED_FINETUNE
+    learns_batchnorm = False
 
     def prepare(self, model: ImageClassifier) -> None:
         model.features.requires_grad_(False)

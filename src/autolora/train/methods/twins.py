@@ -122,6 +122,7 @@ class Twins(Method):
     loss_description = f"0.3·TRADES(frozen-BN half) + TRADES(adaptive half); TRADES = {TRADES_LOSS}"
     trains = "everything (both wings' BatchNorm affine parameters)"
     defaults = FIXED_FINETUNE
+    learns_batchnorm = False  # the frozen wing's statistics are the source's
 
     def build_objective(self) -> TwinsObjective:
         attack = self.training_attack(RandomStart.NORMAL)
