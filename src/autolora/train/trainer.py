@@ -485,12 +485,12 @@ class Trainer:
         current = self.method.export(current)
         save_run_model(folder, current, self.architecture, {"epoch": self.schedule.epoch, "method": self.config.method})
 
-    def _deployed_state(self) -> dict[str, Tensor]:
+    def _deployed_state(self) -> tuple[dict[str, Tensor], int]:
         """The best state, its BatchNorm statistics re-estimated where ``config.batchnorm`` asks
-        (``train/batchnorm.py``; every process takes part, as in a training step)."""
-        self.batchnorm_images = 0
+        (``train/batchnorm.py``; every process takes part, as in a training step), and how many
+        images the re-estimate saw (0: none was made)."""
         if self.config.batchnorm != "recomputed":
-            return self.best_state
+            return self.best_state, 0
         held = copy.deepcopy(self.model)  # GlobalBatchNorm stays: the statistics cover the global batch
         held.load_state_dict(self.best_state)
         cfg = self.config
@@ -506,12 +506,11 @@ class Trainer:
                 yield self._memory_format(x), y
 
         (seen,) = self.dist.all_sum(recompute_batchnorm(held, batches(), attack))
-        self.batchnorm_images = int(seen)
         self.reporter.message(f"BatchNorm statistics re-estimated on adversarial examples of {int(seen)} images")
-        return held.state_dict()
+        return held.state_dict(), int(seen)
 
     def _finish(self) -> dict[str, Any]:
-        state = self._deployed_state()
+        state, batchnorm_images = self._deployed_state()
         # Only the main process evaluates on the test split; the others leave now rather than
         # wait in a collective that could time out during a long AutoAttack run.
         self.dist.barrier()
@@ -522,14 +521,14 @@ class Trainer:
         evaluation = replace(self.config.evaluation, autoattack_state=self.run.file(AUTOATTACK_STATE))
         results = evaluate(model, self.data.test, model.spec, evaluation, self.device, self.reporter.batches)
         self.timing.test += time.perf_counter() - started
-        summary = self._summary(results)
+        summary = self._summary(results, batchnorm_images)
         save_run_model(self.run.path, model, self.architecture, self.record | {"training": self.config.to_dict()})
         write_json(self.run.file(SUMMARY), summary)
         self.finished = True
         self._save_state()
         return summary
 
-    def _summary(self, results: dict[str, Any]) -> dict[str, Any]:
+    def _summary(self, results: dict[str, Any], batchnorm_images: int) -> dict[str, Any]:
         best_epoch = self.schedule.best_epoch
         best_row = next((r for r in self.metrics if r["epoch"] == best_epoch), {})
         return {
@@ -551,7 +550,7 @@ class Trainer:
             "initial_lr": self.schedule.initial_lr,
             "lr_search": self.lr_search,
             "batchnorm": self.config.batchnorm,
-            "batchnorm_images": self.batchnorm_images,
+            "batchnorm_images": batchnorm_images,
             "data": self.data.sizes(),
             "input_guess": (self.record.get("source") or {}).get("input_guess"),
             "evaluation": results,
