@@ -152,21 +152,26 @@ class Trainer:
             self.net = DistributedDataParallel(model, device_ids=ids)
 
     def _build_loaders(self) -> None:
-        spec, cfg, shard = self.model.spec, self.config, self.dist.shard
-        self.train_loader = BatchLoader(
-            self.data.train,
-            spec,
-            cfg.batch_size,
-            self.device,
-            shuffle=True,
-            augment=self.data.augment,
-            seed=cfg.seed,
-            shard=shard,
-            min_batch=2 * shard.world_size,  # BatchNorm needs two examples; every process needs one
-        )
+        cfg = self.config
+        self.train_loader = self._training_loader(self.data.train, shuffle=True)
         self.val_loader = self._loader(self.data.val, 2 * cfg.batch_size)
         self.method.setup(MethodContext(self.data.train, self._loader, self.dist))
         self.val_attack = cfg.attack(RandomStart.UNIFORM, steps=cfg.val_attack_steps, noise=self.noise)
+
+    def _training_loader(self, images: ImageSet, shuffle: bool) -> BatchLoader:
+        """This process's part of ``images`` as training steps see them: augmented, in batches that
+        BatchNorm in training mode can take."""
+        return BatchLoader(
+            images,
+            self.model.spec,
+            self.config.batch_size,
+            self.device,
+            shuffle=shuffle,
+            augment=self.data.augment,
+            seed=self.config.seed,
+            shard=self.dist.shard,
+            min_batch=2 * self.dist.world_size,  # BatchNorm needs two examples; every process needs one
+        )
 
     def _loader(self, images: ImageSet, batch_size: int) -> BatchLoader:
         """An unshuffled loader of this process's part of ``images``."""
@@ -495,8 +500,7 @@ class Trainer:
         held.load_state_dict(self.best_state)
         cfg = self.config
         images = limit(self.data.train, BATCHNORM_SAMPLES, cfg.seed, "batchnorm-samples")
-        loader = BatchLoader(images, self.model.spec, cfg.batch_size, self.device, augment=self.data.augment,
-                             seed=cfg.seed, shard=self.dist.shard, min_batch=2 * self.dist.world_size)  # fmt: skip
+        loader = self._training_loader(images, shuffle=False)
         attack = getattr(self.method.objective, "attack", None) or cfg.attack(RandomStart.UNIFORM, noise=self.noise)
 
         def batches() -> Iterator[tuple[Tensor, Tensor]]:
