@@ -127,11 +127,6 @@ def test_a_negative_average_is_refused_and_the_recipes_average_nothing():
     assert TrainConfig(method="autolora").average_epochs == TrainConfig(method="vanilla").average_epochs == 0
 
 
-def test_a_run_without_an_average_keeps_the_resume_key_of_runs_before_the_setting():
-    assert "average_epochs" not in TrainConfig(method="autolora").resume_key()
-    assert TrainConfig(method="autolora", average_epochs=1).resume_key()["average_epochs"] == 1
-
-
 def test_the_trainer_ends_an_unhalved_run_on_the_mean_of_its_tail(tmp_path, tiny_model):
     data = prepare_data(DataConfig("digits", classes="0-3", limit_train=120, limit_test=20))
     tiny_model.reset_classifier(4)

@@ -102,6 +102,12 @@ def test_resume_refuses_a_run_whose_recipe_now_chooses_another_schedule(tmp_path
     assert refused.exit_code == 2 and "other settings" in refused.output
 
 
+@pytest.mark.parametrize(("name", "on"), [("average_epochs", 1), ("clean_share", 0.5)])
+def test_a_setting_added_later_leaves_the_resume_key_of_earlier_runs_while_it_is_off(name, on):
+    assert name not in TrainConfig(method="autolora").resume_key()  # a run written before it still resumes
+    assert TrainConfig(method="autolora", **{name: on}).resume_key()[name] == on  # one that used it does not
+
+
 def _error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

@@ -22,6 +22,8 @@ VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  #
 # the settings a field left as None takes from the method's recipe
 RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
                  "clean_share", "batchnorm")  # fmt: skip
+# settings added after runs were written: while off (0) they leave the resume key as it was before them
+ADDED_LATER = ("average_epochs", "clean_share")
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
     "paper": "the AutoLoRa paper's algorithm exactly: LR 0.1, epoch-based rule, zero head",
@@ -167,11 +169,13 @@ class TrainConfig:
     def resume_key(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues (not ``compile``: how the
         steps run, not what they compute; a run may continue where no compiler is), nor ``evaluation``
-        and ``batchnorm``, which act after the last epoch. No weight average is left out, so that a
-        run begun before the setting existed still resumes."""
+        and ``batchnorm``, which act after the last epoch. A setting added later is left out while it
+        is off (``ADDED_LATER``), so that a run begun before it existed, which trained that way, still
+        resumes."""
         data = self.to_dict()
         for name in ("evaluation", "compile", "batchnorm"):
             data.pop(name)
-        if not data["average_epochs"]:
-            data.pop("average_epochs")
+        for name in ADDED_LATER:
+            if not data[name]:
+                data.pop(name)
         return data
