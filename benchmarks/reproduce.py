@@ -102,6 +102,9 @@ RUNS = [
     Run("autolora", "autolora"),
     variant("autolora (BatchNorm statistics as trained)"),  # the default before the re-estimate
     variant("vanilla lr=0.1 (BatchNorm recomputed)", "vanilla", 0.1, batchnorm="recomputed"),  # does vanilla gain too?
+    variant(
+        "autolora (BatchNorm statistics on clean and adversarial images)", batchnorm="recomputed-clean-adversarial"
+    ),
     variant("autolora (an unhalved tail ends on its iterate)", schedule="auto-mean-anneal-after-halving"),  # before SWA
     variant("autolora (no tail)", schedule="auto-mean"),  # the default before the tail after a halving
     variant("autolora (count rule)", schedule="auto"),  # the default recipe before the window-mean rule

@@ -29,7 +29,8 @@ def _attack() -> PGD:
     return PGD(Threat(0.1).ball(), steps=2, step_size=0.05, random_start=RandomStart.NONE)
 
 
-def test_the_statistics_become_the_mean_of_the_adversarial_batches_statistics():
+@pytest.mark.parametrize("with_clean", [False, True])
+def test_the_statistics_become_the_mean_of_the_adversarial_batches_statistics(with_clean):
     net = _net()
     batches = [(torch.rand(8, 1, 6, 6), torch.arange(8) % 4) for _ in range(3)]
     net(batches[0][0])  # materialise the lazy layer
@@ -39,8 +40,9 @@ def test_the_statistics_become_the_mean_of_the_adversarial_batches_statistics():
         before[1].running_mean.fill_(5.0)
     attack = _attack()
     adversarial = [attack(before, x, CrossEntropyObjective(y)) for x, y in batches]
-    seen = recompute_batchnorm(net, batches, attack)
-    conv = [before[0](x) for x in adversarial]
+    seen = recompute_batchnorm(net, batches, attack, with_clean=with_clean)
+    inputs = [torch.cat([x, a]) for (x, _), a in zip(batches, adversarial, strict=True)] if with_clean else adversarial
+    conv = [before[0](x) for x in inputs]  # with the clean images: one batch of both, so the mixture's statistics
     mean = torch.stack([c.mean((0, 2, 3)) for c in conv]).mean(0)
     var = torch.stack([c.var((0, 2, 3), unbiased=True) for c in conv]).mean(0)
     assert seen == 24

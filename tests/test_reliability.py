@@ -20,6 +20,7 @@ from autolora.errors import ConfigError
 from autolora.eval import EvalConfig, check_accuracies
 from autolora.models import load_classifier, save_run_model
 from autolora.train import TrainConfig, Trainer
+from autolora.train.config import comparable_key
 from autolora.train.methods.autolora import AutoLoRa
 from autolora.train.run_dir import RunDirectory
 
@@ -102,10 +103,14 @@ def test_resume_refuses_a_run_whose_recipe_now_chooses_another_schedule(tmp_path
     assert refused.exit_code == 2 and "other settings" in refused.output
 
 
-@pytest.mark.parametrize(("name", "on"), [("average_epochs", 1), ("clean_share", 0.5)])
-def test_a_setting_added_later_leaves_the_resume_key_of_earlier_runs_while_it_is_off(name, on):
-    assert name not in TrainConfig(method="autolora").resume_key()  # a run written before it still resumes
-    assert TrainConfig(method="autolora", **{name: on}).resume_key()[name] == on  # one that used it does not
+@pytest.mark.parametrize(("name", "off", "on"), [("average_epochs", 0, 1), ("clean_share", 0.0, 0.5)])
+def test_a_setting_added_later_is_compared_on_resume_only_where_it_is_on(name, off, on):
+    key = TrainConfig(method="autolora").resume_key()
+    assert name not in key
+    before, since = dict(key), dict(key, **{name: off})  # written before the setting existed; since, recording it
+    assert comparable_key(before) == comparable_key(since) == key
+    assert comparable_key(dict(key, **{name: on})) != key
+    assert TrainConfig(method="autolora", **{name: on}).resume_key()[name] == on
 
 
 def _error_line(result: subprocess.CompletedProcess) -> str:

@@ -24,6 +24,7 @@ from ..attacks import PGD, CrossEntropyObjective
 BATCHNORM_STATS = {
     "training": "the running statistics as training left them",
     "recomputed": "re-estimated at the end on adversarial examples of the training images",
+    "recomputed-clean-adversarial": "re-estimated at the end on the training images and their adversarial examples",
 }
 BATCHNORM_SAMPLES = 5000  # images: a channel's mean is then known to 1.4% of its standard deviation
 
@@ -32,9 +33,13 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-def recompute_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], attack: PGD) -> int:
+def recompute_batchnorm(
+    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], attack: PGD, *, with_clean: bool = False
+) -> int:
     """Replace ``model``'s BatchNorm running statistics by the plain mean of its batch statistics
-    on adversarial examples of ``batches``; returns how many images were seen.
+    on adversarial examples of ``batches`` (``with_clean``: on each batch of clean images and their
+    adversarial examples together, the two inputs a robust model serves); returns how many images
+    were seen.
 
     The examples are crafted by ``attack`` against ``model`` as it is (eval mode, its old
     statistics); the statistics are gathered on a copy, so no attack sees half-estimated ones.
@@ -54,7 +59,7 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor
         x_adv = attack(model, x, CrossEntropyObjective(y))
         gatherer.train()
         with torch.no_grad():
-            gatherer(x_adv)
+            gatherer(torch.cat([x, x_adv]) if with_clean else x_adv)
         seen += len(y)
     if not seen:
         return 0

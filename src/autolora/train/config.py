@@ -61,7 +61,7 @@ class TrainConfig:
     average_epochs: int | None = None  # validate and deploy an average of this many epochs' weights; 0: none
     head_init: str | None = None  # None: the method's own (zero for all but RoLI)
     clean_share: float | None = None  # AutoLoRa: deployed-path CE share on clean images; None: the recipe's
-    batchnorm: str | None = None  # the deployed model's statistics: "training" or "recomputed"; None: the recipe's
+    batchnorm: str | None = None  # the deployed model's statistics (BATCHNORM_STATS); None: the recipe's
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
@@ -83,7 +83,7 @@ class TrainConfig:
                 self._set(name, getattr(recipe, name))
         if self.clean_share and self.method != "autolora":
             raise ConfigError("clean-share", self.clean_share, "only autolora has a deployed path beside a branch")
-        if self.batchnorm == "recomputed" and not method.learns_batchnorm:
+        if self.batchnorm != "training" and not method.learns_batchnorm:
             raise ConfigError("batchnorm", self.batchnorm, f"{self.method} keeps the source's BatchNorm statistics")
         if self.find_lr:
             self._set("lr", None)  # the trainer runs the range test before the first epoch
@@ -170,12 +170,15 @@ class TrainConfig:
         """The settings a resumed run must share with the run it continues (not ``compile``: how the
         steps run, not what they compute; a run may continue where no compiler is), nor ``evaluation``
         and ``batchnorm``, which act after the last epoch. A setting added later is left out while it
-        is off (``ADDED_LATER``), so that a run begun before it existed, which trained that way, still
-        resumes."""
+        is off (``comparable_key``)."""
         data = self.to_dict()
         for name in ("evaluation", "compile", "batchnorm"):
             data.pop(name)
-        for name in ADDED_LATER:
-            if not data[name]:
-                data.pop(name)
-        return data
+        return comparable_key(data)
+
+
+def comparable_key(training: dict[str, Any]) -> dict[str, Any]:
+    """A resume key's settings without those added later (``ADDED_LATER``) where they are off: a run
+    written before such a setting existed trained as if it were off, and resumes; so does one
+    written since, which records it."""
+    return {k: v for k, v in training.items() if k not in ADDED_LATER or v}

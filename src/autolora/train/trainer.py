@@ -29,7 +29,7 @@ from ..models import ImageClassifier, save_run_model
 from ..runtime import compile_model
 from .averaging import WeightAverage, snapshot
 from .batchnorm import BATCHNORM_SAMPLES, recompute_batchnorm
-from .config import TrainConfig
+from .config import TrainConfig, comparable_key
 from .head_start import HeadStartContext, describe_head_start, start_head
 from .lr_search import RangeTest, lr_range_test
 from .method import MethodContext
@@ -494,7 +494,7 @@ class Trainer:
         """The best state, its BatchNorm statistics re-estimated where ``config.batchnorm`` asks
         (``train/batchnorm.py``; every process takes part, as in a training step), and how many
         images the re-estimate saw (0: none was made)."""
-        if self.config.batchnorm != "recomputed":
+        if self.config.batchnorm == "training":
             return self.best_state, 0
         held = copy.deepcopy(self.model)  # GlobalBatchNorm stays: the statistics cover the global batch
         held.load_state_dict(self.best_state)
@@ -509,8 +509,14 @@ class Trainer:
                 self.compute.attack_passes += attack.steps
                 yield self._memory_format(x), y
 
-        (seen,) = self.dist.all_sum(recompute_batchnorm(held, batches(), attack))
-        self.reporter.message(f"BatchNorm statistics re-estimated on adversarial examples of {int(seen)} images")
+        with_clean = self.config.batchnorm == "recomputed-clean-adversarial"
+        (seen,) = self.dist.all_sum(recompute_batchnorm(held, batches(), attack, with_clean=with_clean))
+        inputs = (
+            f"{int(seen)} images and their adversarial examples"
+            if with_clean
+            else f"adversarial examples of {int(seen)} images"
+        )
+        self.reporter.message(f"BatchNorm statistics re-estimated on {inputs}")
         return held.state_dict(), int(seen)
 
     def _finish(self) -> dict[str, Any]:
@@ -569,4 +575,5 @@ def _comparable(key: dict[str, Any]) -> dict[str, Any]:
     entry), whether the settings named it or left it to the recipe."""
     key = json.loads(json.dumps(key))
     key["training"].pop("schedule", None)
+    key["training"] = comparable_key(key["training"])
     return key
