@@ -83,11 +83,11 @@ class TrainConfig:
                 self._set(name, getattr(recipe, name))
         if self.clean_share and self.method != "autolora":
             raise ConfigError("clean-share", self.clean_share, "only autolora has a deployed path beside a branch")
-        if self.batchnorm != "training" and not method.learns_batchnorm:
-            raise ConfigError("batchnorm", self.batchnorm, f"{self.method} keeps the source's BatchNorm statistics")
         if self.find_lr:
             self._set("lr", None)  # the trainer runs the range test before the first epoch
         self._check()
+        if self.batchnorm != "training" and not method.learns_batchnorm:  # valid (checked above), not here
+            raise ConfigError("batchnorm", self.batchnorm, f"{self.method} keeps the source's BatchNorm statistics")
         if self.evaluation.threat not in (None, self.threat):
             raise ConfigError(
                 "evaluation.threat",
