@@ -51,7 +51,7 @@ from autolora.models import create_model, load_classifier, save_run_model
 from autolora.report.plots import plt, save_figure
 from autolora.run_settings import resolve_settings
 from autolora.runtime import machine
-from autolora.train import TrainConfig
+from autolora.train import TrainConfig, get_method
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
@@ -105,6 +105,7 @@ RUNS = [
     variant(
         "autolora (BatchNorm statistics on clean and adversarial images)", batchnorm="recomputed-clean-adversarial"
     ),
+    Run("autolora (uniform random start)", "autolora", settings={"attack_start": "uniform"}),  # the default candidate
     variant("autolora (an unhalved tail ends on its iterate)", schedule="auto-mean-anneal-after-halving"),  # before SWA
     variant("autolora (no tail)", schedule="auto-mean"),  # the default before the tail after a halving
     variant("autolora (count rule)", schedule="auto"),  # the default recipe before the window-mean rule
@@ -220,6 +221,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         # a row finished otherwise than the run now asks (rows before the setting: as trained) is finished
         # again from its run directory, or trained again where it has none of its own
         current = same_size and row.get("batchnorm", "training") == config.batchnorm
+        current = current and row.get("attack_start", get_method(run.method).attack_start) == config.attack_start
         if current and (row.get("autoattack") or not autoattack):
             return row
         if current and (Path(row["dir"]) / "summary.json").exists():
@@ -242,7 +244,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         "source_sha256": file_digest(source / "model.safetensors"),  # sources trained by the script differ by machine
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
-                                       "attack_passes", "n_test", "data", "head_start", "batchnorm",
+                                       "attack_passes", "n_test", "data", "head_start", "attack_start", "batchnorm",
                                        "batchnorm_images")},
     }  # fmt: skip
     autoattack_n = (summary["evaluation"].get("autoattack") or {}).get("n")

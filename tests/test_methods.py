@@ -113,6 +113,21 @@ def test_method_defaults_fill_the_config():
     assert TrainConfig(method="vanilla", head_init="robust-linear").head_init == "robust-linear"
 
 
+@pytest.mark.parametrize(
+    ("method", "own"), [("autolora", "normal"), ("vanilla", "normal"), ("twins", "normal"), ("pgd-at", "uniform")]
+)
+def test_the_training_attack_starts_where_the_config_says(method, own):
+    def start(**settings) -> RandomStart:
+        config = TrainConfig(method=method, **settings)
+        return get_method(method)(config).build_objective().attack.random_start
+
+    assert start() is RandomStart(own)  # the method's own (TRADES's x + 0.001 N(0, 1) for the TRADES losses)
+    assert start(attack_start="uniform") is RandomStart.UNIFORM
+    assert start(attack_start="none") is RandomStart.NONE
+    with pytest.raises(ConfigError, match="attack-start='gauss' is invalid: choose one of: none, uniform, normal"):
+        TrainConfig(method=method, attack_start="gauss")
+
+
 # ----------------------------------------------------------------- one threat model
 
 

@@ -21,9 +21,8 @@ VAL_METRICS = ("robust_acc", "robust_loss")
 VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  # what validation PGD maximises
 # the settings a field left as None takes from the method's recipe
 RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
-                 "clean_share", "batchnorm")  # fmt: skip
-# settings added after runs were written: while off (0) they leave the resume key as it was before them
-ADDED_LATER = ("average_epochs", "clean_share")
+                 "clean_share", "batchnorm", "attack_start")  # fmt: skip
+ATTACK_STARTS = tuple(start.value for start in RandomStart)
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
     "paper": "the AutoLoRa paper's algorithm exactly: LR 0.1, epoch-based rule, zero head",
@@ -62,6 +61,7 @@ class TrainConfig:
     head_init: str | None = None  # None: the method's own (zero for all but RoLI)
     clean_share: float | None = None  # AutoLoRa: deployed-path CE share on clean images; None: the recipe's
     batchnorm: str | None = None  # the deployed model's statistics (BATCHNORM_STATS); None: the recipe's
+    attack_start: str | None = None  # where the training attack starts (ATTACK_STARTS); None: the recipe's
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
@@ -81,6 +81,8 @@ class TrainConfig:
         for name in RECIPE_FIELDS:
             if getattr(self, name) is None:
                 self._set(name, getattr(recipe, name))
+        if self.attack_start is None:
+            self._set("attack_start", method.attack_start)
         if self.clean_share and self.method != "autolora":
             raise ConfigError("clean-share", self.clean_share, "only autolora has a deployed path beside a branch")
         if self.find_lr:
@@ -128,7 +130,8 @@ class TrainConfig:
         choices = {"schedule": (self.schedule, SCHEDULES), "precision": (self.precision, PRECISIONS),
                    "head-init": (self.head_init, HEAD_INITS), "val-metric": (self.val_metric, VAL_METRICS),
                    "val-attack-loss": (self.val_attack_loss, VAL_ATTACK_OBJECTIVES),
-                   "batchnorm": (self.batchnorm, BATCHNORM_STATS)}  # fmt: skip
+                   "batchnorm": (self.batchnorm, BATCHNORM_STATS),
+                   "attack-start": (self.attack_start, ATTACK_STARTS)}  # fmt: skip
         for name, (value, table) in choices.items():
             if value is not None and value not in table:
                 raise ConfigError(name, value, f"choose one of: {', '.join(table)}")
@@ -178,7 +181,13 @@ class TrainConfig:
 
 
 def comparable_key(training: dict[str, Any]) -> dict[str, Any]:
-    """A resume key's settings without those added later (``ADDED_LATER``) where they are off: a run
-    written before such a setting existed trained as if it were off, and resumes; so does one
-    written since, which records it."""
-    return {k: v for k, v in training.items() if k not in ADDED_LATER or v}
+    """A resume key's settings without those added later where they hold the value every run had
+    before them: a run written before such a setting existed resumes, and so does one written since,
+    which records it."""
+    before = settings_before_they_existed(training["method"])
+    return {k: v for k, v in training.items() if k not in before or v != before[k]}
+
+
+def settings_before_they_existed(method: str) -> dict[str, Any]:
+    """The settings added after runs were written, at the value runs of ``method`` had before them."""
+    return {"average_epochs": 0, "clean_share": 0.0, "attack_start": get_method(method).attack_start}

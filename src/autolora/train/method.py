@@ -39,7 +39,8 @@ class MethodDefaults:
     ``val_attack_loss``: what the validation PGD maximises, cross-entropy ("ce") or the DLR margin ("dlr");
     ``average_epochs``: validate and deploy a moving average of the weights over this many epochs (0: none);
     ``clean_share``: the share of AutoLoRa's deployed-path cross-entropy taken on the clean image (0: none);
-    ``batchnorm``: the deployed model's BatchNorm statistics, "training" or "recomputed" (``train/batchnorm.py``).
+    ``batchnorm``: the deployed model's BatchNorm statistics, "training" or "recomputed" (``train/batchnorm.py``);
+    ``attack_start``: where the training attack starts ("uniform", "normal" or "none"; None: the method's own).
     """
 
     lr: float | None
@@ -53,6 +54,7 @@ class MethodDefaults:
     average_epochs: int = 0
     clean_share: float = 0.0
     batchnorm: str = "training"
+    attack_start: str | None = None
 
 
 FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%
@@ -85,6 +87,7 @@ class Method(ABC):
     columns: ClassVar[tuple[str, ...]] = ()  # the method's own columns in metrics.jsonl
     recipes: ClassVar[dict[str, MethodDefaults]] = {}  # named alternatives to ``defaults`` ("paper")
     learns_batchnorm: ClassVar[bool] = True  # False: it keeps (some of) the source's statistics as they are
+    attack_start: ClassVar[str] = "uniform"  # where its training attack starts unless the recipe says otherwise
 
     @classmethod
     def recipe(cls, name: str) -> MethodDefaults:
@@ -101,8 +104,9 @@ class Method(ABC):
     def build_objective(self) -> Objective:
         """The loss of one batch (see ``train/objectives.py``)."""
 
-    def training_attack(self, start: RandomStart) -> PGD:
-        """The run's training attack from ``start``, in its precision and random stream."""
+    def training_attack(self) -> PGD:
+        """The run's training attack, from the run's ``attack_start``, in its precision and random stream."""
+        start = RandomStart(self.config.attack_start)
         return self.config.attack(start, autocast=self.config.autocast_dtype, noise=self.noise)
 
     def prepare(self, model: ImageClassifier) -> None:  # noqa: B027 - an optional hook
@@ -167,5 +171,6 @@ class Method(ABC):
             + ("" if d.period_steps is None else f", epochs of ≥{d.period_steps} steps")
             + ("" if d.val_attack_loss == "ce" else f", validation PGD on the {d.val_attack_loss.upper()} loss")
             + ("" if d.batchnorm == "training" else ", BatchNorm statistics re-estimated at the end")
+            + ("" if d.attack_start in (None, cls.attack_start) else f", training attack from a {d.attack_start} start")
             + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
         }

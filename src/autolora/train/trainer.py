@@ -559,6 +559,7 @@ class Trainer:
             "head_start": self.head_start,
             "initial_lr": self.schedule.initial_lr,
             "lr_search": self.lr_search,
+            "attack_start": self.config.attack_start,
             "batchnorm": self.config.batchnorm,
             "batchnorm_images": batchnorm_images,
             "data": self.data.sizes(),

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...attacks import PGD, BatchNoise, CrossEntropyObjective, RandomStart
+from ...attacks import PGD, BatchNoise, CrossEntropyObjective
 from ...attacks.pgd import evaluating
 from ...data import limit
 from ...lora import branch_config, export, has_branches, inject, lora_parameters, natural_forward, unwrap
@@ -140,6 +140,7 @@ class AutoLoRa(Method):
     )  # see docs/method.md, "The default recipe", for why each differs from the paper
     recipes = {"paper": MethodDefaults(lr=0.1, epochs=60, schedule="auto", decides_length=True)}
     columns = ("lambda1", "lambda2", "nat_branch_acc")
+    attack_start = "normal"  # the paper's (TRADES's) start
 
     def __init__(self, config: TrainConfig, noise: BatchNoise | None = None) -> None:
         self.weights = LossWeights()
@@ -147,7 +148,7 @@ class AutoLoRa(Method):
         super().__init__(config, noise)
 
     def build_objective(self) -> AutoLoraObjective:
-        attack = self.training_attack(RandomStart.NORMAL)
+        attack = self.training_attack()
         return AutoLoraObjective(attack, self.weights, self.config.autocast_dtype, self.config.clean_share)
 
     def prepare(self, model: ImageClassifier) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from ...attacks import RandomStart
 from ...models import ImageClassifier
 from ..method import FIXED_FINETUNE, Method
 from ..objectives import AdversarialCEObjective, CleanCEObjective, Objective
@@ -44,5 +43,5 @@ class AdversarialLinear(LinearFineTuning):
     loss_description = "CE(f(x_adv)), x_adv by PGD"
 
     def build_objective(self) -> Objective:
-        attack = self.training_attack(RandomStart.UNIFORM)
+        attack = self.training_attack()
         return AdversarialCEObjective(attack, self.config.autocast_dtype)

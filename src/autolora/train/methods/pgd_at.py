@@ -6,7 +6,6 @@ pre-training (``pgd-at``) it is how robust source models are made.
 
 from __future__ import annotations
 
-from ...attacks import RandomStart
 from ..method import FIXED_FINETUNE, PRETRAIN, Method
 from ..objectives import AdversarialCEObjective
 
@@ -19,7 +18,7 @@ class PgdAt(Method):
     loss_description = PGD_AT_LOSS
 
     def build_objective(self) -> AdversarialCEObjective:
-        attack = self.training_attack(RandomStart.UNIFORM)
+        attack = self.training_attack()
         return AdversarialCEObjective(attack, self.config.autocast_dtype)
 
 

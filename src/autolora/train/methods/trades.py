@@ -6,7 +6,6 @@ every parameter: ``CE(f(x), y) + beta KL(f(x) || f(x_adv))``, x_adv maximising t
 
 from __future__ import annotations
 
-from ...attacks import RandomStart
 from ..method import FIXED_FINETUNE, PRETRAIN, Method
 from ..objectives import TradesObjective
 
@@ -17,9 +16,10 @@ class Trades(Method):
     """Shared by fine-tuning and pre-training: the TRADES objective on every parameter."""
 
     loss_description = TRADES_LOSS
+    attack_start = "normal"  # TRADES's x + 0.001 N(0, 1)
 
     def build_objective(self) -> TradesObjective:
-        attack = self.training_attack(RandomStart.NORMAL)
+        attack = self.training_attack()
         return TradesObjective(attack, self.config.beta, self.config.autocast_dtype)
 
 

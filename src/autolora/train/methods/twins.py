@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...attacks import PGD, KLObjective, RandomStart
+from ...attacks import PGD, KLObjective
 from ...attacks.pgd import evaluating
 from ...lora import unwrap
 from ...models import ImageClassifier
@@ -123,9 +123,10 @@ class Twins(Method):
     trains = "everything (both wings' BatchNorm affine parameters)"
     defaults = FIXED_FINETUNE
     learns_batchnorm = False  # the frozen wing's statistics are the source's
+    attack_start = "normal"  # TRADES's
 
     def build_objective(self) -> TwinsObjective:
-        attack = self.training_attack(RandomStart.NORMAL)
+        attack = self.training_attack()
         return TwinsObjective(attack, self.config.beta, TWINS_GAMMA, self.config.autocast_dtype)
 
     def prepare(self, model: ImageClassifier) -> None:
