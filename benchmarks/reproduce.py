@@ -55,7 +55,7 @@ from autolora.train import TrainConfig, get_method
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
-JUDGED = ("autolora", "autolora (BatchNorm statistics as trained)")  # the default recipe, and the one before it
+JUDGED = ("autolora", "autolora (uniform random start)")  # the default recipe, and the candidate for the next
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
