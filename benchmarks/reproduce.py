@@ -55,7 +55,7 @@ from autolora.train import TrainConfig, get_method
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
-JUDGED = ("autolora", "autolora (uniform random start)")  # the default recipe, and the candidate for the next
+JUDGED = ("autolora", "autolora (uniform random start)")  # the default recipe, and the last candidate for it
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
@@ -105,7 +105,7 @@ RUNS = [
     variant(
         "autolora (BatchNorm statistics on clean and adversarial images)", batchnorm="recomputed-clean-adversarial"
     ),
-    Run("autolora (uniform random start)", "autolora", settings={"attack_start": "uniform"}),  # the default candidate
+    Run("autolora (uniform random start)", "autolora", settings={"attack_start": "uniform"}),  # not made default
     variant("autolora (an unhalved tail ends on its iterate)", schedule="auto-mean-anneal-after-halving"),  # before SWA
     variant("autolora (no tail)", schedule="auto-mean"),  # the default before the tail after a halving
     variant("autolora (count rule)", schedule="auto"),  # the default recipe before the window-mean rule
@@ -218,10 +218,11 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     if row_path.exists():
         row = read_json(row_path)
         same_size = row.get("size", FULL.__dict__) == size.__dict__  # rows without one are full-size runs
-        # a row finished otherwise than the run now asks (rows before the setting: as trained) is finished
-        # again from its run directory, or trained again where it has none of its own
-        current = same_size and row.get("batchnorm", "training") == config.batchnorm
-        current = current and row.get("attack_start", get_method(run.method).attack_start) == config.attack_start
+        # a row finished or trained otherwise than the run now asks is finished again from its run
+        # directory, or trained again where it has none of its own; a row written before it recorded a
+        # setting had the value every run had then (statistics as trained, the method's own start)
+        before = {"batchnorm": "training", "attack_start": get_method(run.method).attack_start}
+        current = same_size and all(row.get(name, value) == getattr(config, name) for name, value in before.items())
         if current and (row.get("autoattack") or not autoattack):
             return row
         if current and (Path(row["dir"]) / "summary.json").exists():

@@ -61,7 +61,7 @@ class TrainConfig:
     head_init: str | None = None  # None: the method's own (zero for all but RoLI)
     clean_share: float | None = None  # AutoLoRa: deployed-path CE share on clean images; None: the recipe's
     batchnorm: str | None = None  # the deployed model's statistics (BATCHNORM_STATS); None: the recipe's
-    attack_start: str | None = None  # where the training attack starts (ATTACK_STARTS); None: the recipe's
+    attack_start: str | None = None  # training attack's start (ATTACK_STARTS); None: recipe's, else method's
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
