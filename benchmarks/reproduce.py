@@ -106,6 +106,12 @@ RUNS = [
         "autolora (BatchNorm statistics on clean and adversarial images)", batchnorm="recomputed-clean-adversarial"
     ),
     Run("autolora (uniform random start)", "autolora", settings={"attack_start": "uniform"}),  # not made default
+    Run("autolora (natural path's own BatchNorm statistics)", "autolora", settings={"natural_batchnorm": "own"}),
+    Run(
+        "autolora (own statistics, uniform start)",
+        "autolora",
+        settings={"natural_batchnorm": "own", "attack_start": "uniform"},
+    ),  # fmt: skip
     variant("autolora (an unhalved tail ends on its iterate)", schedule="auto-mean-anneal-after-halving"),  # before SWA
     variant("autolora (no tail)", schedule="auto-mean"),  # the default before the tail after a halving
     variant("autolora (count rule)", schedule="auto"),  # the default recipe before the window-mean rule
@@ -220,8 +226,10 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         same_size = row.get("size", FULL.__dict__) == size.__dict__  # rows without one are full-size runs
         # a row finished or trained otherwise than the run now asks is finished again from its run
         # directory, or trained again where it has none of its own; a row written before it recorded a
-        # setting had the value every run had then (statistics as trained, the method's own start)
-        before = {"batchnorm": "training", "attack_start": get_method(run.method).attack_start}
+        # setting had the value every run had then (statistics as trained, the method's own start, one
+        # set of statistics for both of AutoLoRa's paths)
+        before = {"batchnorm": "training", "attack_start": get_method(run.method).attack_start,
+                  "natural_batchnorm": "shared"}  # fmt: skip
         current = same_size and all(row.get(name, value) == getattr(config, name) for name, value in before.items())
         if current and (row.get("autoattack") or not autoattack):
             return row
@@ -246,7 +254,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
                                        "attack_passes", "n_test", "data", "head_start", "attack_start", "batchnorm",
-                                       "batchnorm_images")},
+                                       "batchnorm_images", "natural_batchnorm")},
     }  # fmt: skip
     autoattack_n = (summary["evaluation"].get("autoattack") or {}).get("n")
     row["evaluated_n"] = {"pgd": summary.get("n_test"), "autoattack": autoattack_n}

@@ -13,6 +13,7 @@ from autolora.lora import (
     branch_layers,
     export,
     inject,
+    keep_natural_statistics,
     lora_parameters,
     natural_forward,
 )
@@ -76,6 +77,42 @@ def test_both_paths_update_batchnorm_statistics_in_train_mode():
     after_natural = bn.running_mean.clone()
     model(torch.rand(8, 1, 28, 28))
     assert not torch.equal(before, after_natural) and not torch.equal(after_natural, bn.running_mean)
+
+
+def test_with_its_own_statistics_each_path_updates_and_reads_only_its_set():
+    torch.manual_seed(0)
+    model = keep_natural_statistics(inject(create_model("resnet8", 5, InputSpec.plain(1, 28)))).train()
+    bn = model.features.layer1[0].bn1
+    own = model.autolora_natural_statistics.substitutes()["features.layer1.0.bn1.running_mean"]
+    assert torch.equal(own, bn.running_mean)  # both start from the source's statistics
+    deployed, natural = bn.running_mean.clone(), own.clone()
+    natural_forward(model, torch.rand(8, 1, 28, 28) + 1)
+    assert torch.equal(bn.running_mean, deployed) and not torch.equal(own, natural)
+    natural = own.clone()
+    model(torch.rand(8, 1, 28, 28))
+    assert torch.equal(own, natural) and not torch.equal(bn.running_mean, deployed)
+    model.eval()  # the paths agree at initialisation, so any difference comes from the statistics read
+    x = torch.rand(3, 1, 28, 28)
+    assert not torch.allclose(natural_forward(model, x), model(x))
+    reference = create_model("resnet8", 5, InputSpec.plain(1, 28)).eval()
+    reference.load_state_dict(export(model).state_dict())  # the deployed path exports its own statistics
+    assert torch.equal(reference(x), model(x))
+    assert torch.allclose(export(model, merge=True).eval()(x), natural_forward(model, x), atol=1e-5)
+
+
+def test_own_statistics_follow_the_model_through_a_state_dict_and_a_wrapper():
+    torch.manual_seed(0)
+    model = keep_natural_statistics(inject(create_model("resnet8", 5, InputSpec.plain(1, 28))))
+    keys = [k for k in model.state_dict() if k.startswith("autolora_natural_statistics.")]
+    assert len(keys) == 3 * sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    model.train()
+    wrapped = torch.compile(model, backend="eager")  # a wrapper: the names carry a prefix
+    natural_forward(wrapped, torch.rand(8, 1, 28, 28) + 1)
+    copy = keep_natural_statistics(inject(create_model("resnet8", 5, InputSpec.plain(1, 28))))
+    copy.load_state_dict(model.state_dict())
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(natural_forward(copy.eval(), x), natural_forward(model.eval(), x))
+    assert not torch.equal(natural_forward(model, x), model(x))
 
 
 def test_stem_and_head_get_no_branch_and_names_carry_lora():

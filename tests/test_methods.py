@@ -16,8 +16,9 @@ from autolora.attacks import PGD, BatchNoise, LinfBall, RandomStart, Threat
 from autolora.data import BatchLoader, DataConfig
 from autolora.errors import ConfigError
 from autolora.eval import EvalConfig
-from autolora.lora import branch_config, export, inject, load_branch, natural_forward
-from autolora.models import save_run_model
+from autolora.inputs import InputSpec
+from autolora.lora import branch_config, export, inject, load_branch, natural_forward, natural_statistics
+from autolora.models import create_model, save_run_model
 from autolora.train import METHODS, TrainConfig, get_method, register_method, robust_linear_probe
 from autolora.train.method import MethodDefaults
 from autolora.train.methods.pgd_at import PgdAt
@@ -126,6 +127,20 @@ def test_the_training_attack_starts_where_the_config_says(method, own):
     assert start(attack_start="none") is RandomStart.NONE
     with pytest.raises(ConfigError, match="attack-start='gauss' is invalid: choose one of: none, uniform, normal"):
         TrainConfig(method=method, attack_start="gauss")
+
+
+def test_autolora_keeps_the_natural_paths_own_statistics_only_where_asked():
+    def prepared(**settings) -> torch.nn.Module:
+        model = create_model("resnet8", 3, InputSpec.plain(1, 16))
+        get_method("autolora")(TrainConfig(method="autolora", **settings)).prepare(model)
+        return model
+
+    assert natural_statistics(prepared()) is None  # the paper's one set, in both recipes
+    assert natural_statistics(prepared(natural_batchnorm="own")) is not None
+    with pytest.raises(ConfigError, match="natural-batchnorm='own' is invalid: only autolora has a natural path"):
+        TrainConfig(method="vanilla", natural_batchnorm="own")
+    with pytest.raises(ConfigError, match="natural-batchnorm='mine' is invalid: choose one of: shared, own"):
+        TrainConfig(method="autolora", natural_batchnorm="mine")
 
 
 # ----------------------------------------------------------------- one threat model

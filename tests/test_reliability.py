@@ -104,7 +104,13 @@ def test_resume_refuses_a_run_whose_recipe_now_chooses_another_schedule(tmp_path
 
 
 @pytest.mark.parametrize(
-    ("name", "off", "on"), [("average_epochs", 0, 1), ("clean_share", 0.0, 0.5), ("attack_start", "normal", "uniform")]
+    ("name", "off", "on"),
+    [
+        ("average_epochs", 0, 1),
+        ("clean_share", 0.0, 0.5),
+        ("attack_start", "normal", "uniform"),
+        ("natural_batchnorm", "shared", "own"),
+    ],  # fmt: skip
 )
 def test_a_setting_added_later_is_compared_on_resume_only_where_it_is_on(name, off, on):
     key = TrainConfig(method="autolora").resume_key()

@@ -10,6 +10,7 @@ from .branch import (
     has_branches,
     head_parameters,
     inject,
+    keep_natural_statistics,
     load_branch,
     lora_parameters,
     natural_forward,
@@ -17,12 +18,14 @@ from .branch import (
     unwrap,
 )
 from .layers import LAYER_KINDS, LoraLayer
+from .statistics import NaturalStatistics, natural_statistics
 
 __all__ = [
     "BranchConfig",
     "branch_config",
     "LAYER_KINDS",
     "LoraLayer",
+    "NaturalStatistics",
     "branch_layers",
     "branch_norms",
     "export",
@@ -30,9 +33,11 @@ __all__ = [
     "has_branches",
     "head_parameters",
     "inject",
+    "keep_natural_statistics",
     "load_branch",
     "lora_parameters",
     "natural_forward",
     "natural_path",
+    "natural_statistics",
     "unwrap",
 ]

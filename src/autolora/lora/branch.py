@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .layers import LoraLayer, layer_kind
+from .statistics import ATTRIBUTE as STATISTICS_ATTRIBUTE
+from .statistics import NaturalStatistics, natural_statistics
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +181,17 @@ def natural_path(model: nn.Module) -> Iterator[None]:
             layer.natural = False
 
 
+def keep_natural_statistics(model: nn.Module) -> nn.Module:
+    """Give the natural path of a branched ``model`` its own BatchNorm running statistics, starting
+    from the model's own (``lora/statistics.py``), in place; returns ``model``."""
+    root = unwrap(model)
+    if not has_branches(root):
+        raise ValueError("the model has no low-rank branches; call inject(model) first")
+    if natural_statistics(root) is None:
+        setattr(root, STATISTICS_ATTRIBUTE, NaturalStatistics(root, getattr(root, HEAD_ATTRIBUTE)))
+    return model
+
+
 def natural_forward(model: nn.Module, x: Tensor) -> Tensor:
     """The natural path: the feature extractor frozen, the branches and the head trainable.
 
@@ -186,12 +199,19 @@ def natural_forward(model: nn.Module, x: Tensor) -> Tensor:
     is detached for this call, so the natural objective's gradient reaches only the
     ``lora_`` parameters and the head. No ``requires_grad`` is toggled: the routing is
     part of the forward, which keeps it correct under DistributedDataParallel.
-    Works on a wrapped (DDP) model too.
+    Works on a wrapped (DDP) model too. A model that keeps the natural path's own BatchNorm
+    statistics (``keep_natural_statistics``) reads and updates those instead of its own.
     """
     if not has_branches(model):
         raise ValueError("the model has no low-rank branches; call inject(model) first")
     trainable = {id(p) for p in lora_parameters(model)} | {id(p) for p in head_parameters(model)}
     frozen = {name: p.detach() for name, p in model.named_parameters() if id(p) not in trainable}
+    root = unwrap(model)
+    statistics = natural_statistics(root)
+    if statistics is not None:
+        prefix = next(name for name, module in model.named_modules() if module is root)
+        prefix = prefix + "." if prefix else ""
+        frozen |= {prefix + name: buffer for name, buffer in statistics.substitutes().items()}
     with natural_path(model):
         return functional_call(model, frozen, (x,), strict=False)
 
@@ -201,7 +221,8 @@ def export(model: nn.Module, inplace: bool = False, *, merge: bool = False) -> n
 
     By default the branches are dropped (the deployed, adversarial path). ``merge=True``
     adds each branch's update into its layer's weight instead, giving the natural path
-    as a plain model (a diagnostic; AutoLoRa never deploys it).
+    as a plain model (a diagnostic; AutoLoRa never deploys it), with the natural path's own
+    BatchNorm statistics where it keeps them.
     """
     model = unwrap(model)
     if not inplace:
@@ -213,6 +234,13 @@ def export(model: nn.Module, inplace: bool = False, *, merge: bool = False) -> n
                     module.base_layer.weight += module.delta_weight()
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, module.base_layer)
+    statistics = natural_statistics(model)
+    if statistics is not None:
+        if merge:
+            with torch.no_grad():
+                for name, buffer in statistics.substitutes().items():
+                    model.get_buffer(name).copy_(buffer)
+        delattr(model, STATISTICS_ATTRIBUTE)
     if HEAD_ATTRIBUTE in model.__dict__:
         delattr(model, HEAD_ATTRIBUTE)
     return model

@@ -21,8 +21,12 @@ VAL_METRICS = ("robust_acc", "robust_loss")
 VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  # what validation PGD maximises
 # the settings a field left as None takes from the method's recipe
 RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
-                 "clean_share", "batchnorm", "attack_start")  # fmt: skip
+                 "clean_share", "batchnorm", "attack_start", "natural_batchnorm")  # fmt: skip
 ATTACK_STARTS = tuple(start.value for start in RandomStart)
+NATURAL_BATCHNORM = {  # AutoLoRa's natural path's BatchNorm running statistics (lora/statistics.py)
+    "shared": "the feature extractor's own, updated by both paths (the paper)",
+    "own": "a set of its own, so the model's own statistics are the deployed path's alone",
+}
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
     "paper": "the AutoLoRa paper's algorithm exactly: LR 0.1, epoch-based rule, zero head",
@@ -62,6 +66,7 @@ class TrainConfig:
     clean_share: float | None = None  # AutoLoRa: deployed-path CE share on clean images; None: the recipe's
     batchnorm: str | None = None  # the deployed model's statistics (BATCHNORM_STATS); None: the recipe's
     attack_start: str | None = None  # training attack's start (ATTACK_STARTS); None: recipe's, else method's
+    natural_batchnorm: str | None = None  # AutoLoRa: NATURAL_BATCHNORM; None: the recipe's
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
@@ -85,6 +90,8 @@ class TrainConfig:
             self._set("attack_start", method.attack_start)
         if self.clean_share and self.method != "autolora":
             raise ConfigError("clean-share", self.clean_share, "only autolora has a deployed path beside a branch")
+        if self.natural_batchnorm != "shared" and self.method != "autolora":
+            raise ConfigError("natural-batchnorm", self.natural_batchnorm, "only autolora has a natural path")
         if self.find_lr:
             self._set("lr", None)  # the trainer runs the range test before the first epoch
         self._check()
@@ -131,7 +138,8 @@ class TrainConfig:
                    "head-init": (self.head_init, HEAD_INITS), "val-metric": (self.val_metric, VAL_METRICS),
                    "val-attack-loss": (self.val_attack_loss, VAL_ATTACK_OBJECTIVES),
                    "batchnorm": (self.batchnorm, BATCHNORM_STATS),
-                   "attack-start": (self.attack_start, ATTACK_STARTS)}  # fmt: skip
+                   "attack-start": (self.attack_start, ATTACK_STARTS),
+                   "natural-batchnorm": (self.natural_batchnorm, NATURAL_BATCHNORM)}  # fmt: skip
         for name, (value, table) in choices.items():
             if value is not None and value not in table:
                 raise ConfigError(name, value, f"choose one of: {', '.join(table)}")
@@ -190,4 +198,5 @@ def comparable_key(training: dict[str, Any]) -> dict[str, Any]:
 
 def settings_before_they_existed(method: str) -> dict[str, Any]:
     """The settings added after runs were written, at the value runs of ``method`` had before them."""
-    return {"average_epochs": 0, "clean_share": 0.0, "attack_start": get_method(method).attack_start}
+    return {"average_epochs": 0, "clean_share": 0.0, "attack_start": get_method(method).attack_start,
+            "natural_batchnorm": "shared"}  # fmt: skip

@@ -40,7 +40,8 @@ class MethodDefaults:
     ``average_epochs``: validate and deploy a moving average of the weights over this many epochs (0: none);
     ``clean_share``: the share of AutoLoRa's deployed-path cross-entropy taken on the clean image (0: none);
     ``batchnorm``: the deployed model's BatchNorm statistics, "training" or "recomputed" (``train/batchnorm.py``);
-    ``attack_start``: where the training attack starts ("uniform", "normal" or "none"; None: the method's own).
+    ``attack_start``: where the training attack starts ("uniform", "normal" or "none"; None: the method's own);
+    ``natural_batchnorm``: AutoLoRa's natural path's BatchNorm statistics, "shared" with the deployed path or its "own".
     """
 
     lr: float | None
@@ -55,6 +56,7 @@ class MethodDefaults:
     clean_share: float = 0.0
     batchnorm: str = "training"
     attack_start: str | None = None
+    natural_batchnorm: str = "shared"
 
 
 FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%

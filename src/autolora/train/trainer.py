@@ -560,6 +560,7 @@ class Trainer:
             "initial_lr": self.schedule.initial_lr,
             "lr_search": self.lr_search,
             "attack_start": self.config.attack_start,
+            "natural_batchnorm": self.config.natural_batchnorm,
             "batchnorm": self.config.batchnorm,
             "batchnorm_images": batchnorm_images,
             "data": self.data.sizes(),

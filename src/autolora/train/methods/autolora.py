@@ -19,7 +19,16 @@ from torch import Tensor, nn
 from ...attacks import PGD, BatchNoise, CrossEntropyObjective
 from ...attacks.pgd import evaluating
 from ...data import limit
-from ...lora import branch_config, export, has_branches, inject, lora_parameters, natural_forward, unwrap
+from ...lora import (
+    branch_config,
+    export,
+    has_branches,
+    inject,
+    keep_natural_statistics,
+    lora_parameters,
+    natural_forward,
+    unwrap,
+)
 from ...models import ImageClassifier
 from ...runtime import autocast
 from ..method import Method, MethodContext, MethodDefaults
@@ -154,6 +163,8 @@ class AutoLoRa(Method):
     def prepare(self, model: ImageClassifier) -> None:
         if not has_branches(model):
             inject(model, rank=self.config.rank)
+        if self.config.natural_batchnorm == "own":
+            keep_natural_statistics(model)
 
     def setup(self, context: MethodContext) -> None:
         cfg = self.config
