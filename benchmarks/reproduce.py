@@ -55,7 +55,8 @@ from autolora.train import TrainConfig, get_method
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
-JUDGED = ("autolora", "autolora (uniform random start)")  # the default recipe, and the last candidate for it
+# the default recipe, and the candidates for it measured last
+JUDGED = ("autolora", "autolora (natural path's own BatchNorm statistics)", "autolora (uniform random start)")
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
