@@ -9,7 +9,8 @@ deployed model. ``NaturalStatistics`` gives the natural path a second set, as Ad
 adversarial examples an auxiliary BatchNorm (Xie et al. 2020): the natural path normalises with
 and updates its own, and the model's own statistics become the deployed path's alone. Training
 steps normalise with batch statistics either way, so only eval-mode reads change. The set lives
-on the model (``ATTRIBUTE``), so snapshots, roll-backs, weight averages and resumes carry it, and
+on the model (``ATTRIBUTE``), so the trainer's copies of the best model, roll-backs, weight
+averages and resumes carry it (the branch files of ``save_every`` snapshots do not), and
 ``export`` removes it with the branches.
 """
 
