@@ -188,7 +188,11 @@ def keep_natural_statistics(model: nn.Module) -> nn.Module:
     if not has_branches(root):
         raise ValueError("the model has no low-rank branches; call inject(model) first")
     if natural_statistics(root) is None:
-        setattr(root, STATISTICS_ATTRIBUTE, NaturalStatistics(root, getattr(root, HEAD_ATTRIBUTE)))
+        head = getattr(root, HEAD_ATTRIBUTE)
+        layers = {name: module for name, module in root.named_modules()
+                  if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+                  and not _in_subtree(name, head)}  # fmt: skip
+        setattr(root, STATISTICS_ATTRIBUTE, NaturalStatistics(layers))
     return model
 
 

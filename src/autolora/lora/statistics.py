@@ -16,7 +16,7 @@ averages and resumes carry it (the branch files of ``save_every`` snapshots do n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Mapping
 
 from torch import Tensor, nn
 
@@ -24,22 +24,15 @@ ATTRIBUTE = "autolora_natural_statistics"
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def _tracked_batchnorm(model: nn.Module, head: str) -> Iterator[tuple[str, nn.modules.batchnorm._BatchNorm]]:
-    for name, module in model.named_modules():
-        in_head = name == head or name.startswith(head + ".")
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats and not in_head:
-            yield name, module
-
-
 class NaturalStatistics(nn.Module):
-    """A copy of every feature-extractor BatchNorm layer's running statistics, for the natural path."""
+    """A copy of the running statistics of ``layers`` (BatchNorm layers by name), for the natural path."""
 
-    def __init__(self, model: nn.Module, head: str) -> None:
+    def __init__(self, layers: Mapping[str, nn.modules.batchnorm._BatchNorm]) -> None:
         super().__init__()
-        self.layers = tuple(name for name, _ in _tracked_batchnorm(model, head))
+        self.layers = tuple(layers)
         if not self.layers:
             raise ValueError("the feature extractor has no BatchNorm layer with running statistics")
-        for index, (_, layer) in enumerate(_tracked_batchnorm(model, head)):
+        for index, layer in enumerate(layers.values()):
             for buffer in BUFFERS:
                 self.register_buffer(f"{buffer}_{index}", getattr(layer, buffer).detach().clone())
 
