@@ -239,6 +239,25 @@ def test_load_branch_reads_the_rank_and_refuses_a_mismatch():
         load_branch(plain, saved)
 
 
+def test_a_saved_branch_carries_the_natural_paths_own_statistics():
+    from autolora.errors import CheckpointError
+    from autolora.lora import branch_tensors, load_branch
+
+    torch.manual_seed(0)
+    trained = keep_natural_statistics(_with_nonzero_branch(inject(create_model("resnet8", 5, InputSpec.plain(1, 28)))))
+    natural_forward(trained.train(), torch.rand(8, 1, 28, 28) + 1)  # the natural path's statistics move away
+    saved = branch_tensors(trained)
+    assert any(k.startswith("autolora_natural_statistics.") for k in saved)
+    restored = load_branch(export(trained), saved).eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(natural_forward(restored, x), natural_forward(trained.eval(), x))
+    without = load_branch(export(trained), {k: v for k, v in saved.items() if ".lora_" in k}).eval()
+    assert not torch.allclose(natural_forward(without, x), natural_forward(trained, x))  # the file matters
+    saved["autolora_natural_statistics.running_mean_0"] = torch.zeros(3)
+    with pytest.raises(CheckpointError, match="statistics do not fit"):
+        load_branch(export(trained), saved)
+
+
 def test_a_second_inject_says_the_model_is_already_branched():
     model = torchvision.models.resnet18(num_classes=10)
     inject(model, rank=4)

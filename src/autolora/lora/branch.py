@@ -20,7 +20,7 @@ from torch.func import functional_call
 
 from .layers import LoraLayer, layer_kind
 from .statistics import ATTRIBUTE as STATISTICS_ATTRIBUTE
-from .statistics import NaturalStatistics, natural_statistics
+from .statistics import NaturalStatistics, keeps_running_statistics, natural_statistics
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +190,7 @@ def keep_natural_statistics(model: nn.Module) -> nn.Module:
     if natural_statistics(root) is None:
         head = getattr(root, HEAD_ATTRIBUTE)
         layers = {name: module for name, module in root.named_modules()
-                  if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
-                  and not _in_subtree(name, head)}  # fmt: skip
+                  if keeps_running_statistics(module) and not _in_subtree(name, head)}  # fmt: skip
         setattr(root, STATISTICS_ATTRIBUTE, NaturalStatistics(layers))
     return model
 
@@ -250,6 +249,17 @@ def export(model: nn.Module, inplace: bool = False, *, merge: bool = False) -> n
     return model
 
 
+def branch_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """What ``load_branch`` needs beside the plain model: the branch parameters and, where the
+    natural path keeps its own BatchNorm statistics, those (under ``STATISTICS_ATTRIBUTE``)."""
+    root = unwrap(model)
+    tensors = {name: p.detach() for name, p in root.named_parameters() if ".lora_" in name}
+    statistics = natural_statistics(root)
+    if statistics is not None:
+        tensors |= {f"{STATISTICS_ATTRIBUTE}.{k}": v.detach() for k, v in statistics.state_dict().items()}
+    return tensors
+
+
 def _inferred_config(model: nn.Module, tensors: dict[str, Tensor]) -> BranchConfig:
     """A branch config guessed from tensor shapes (run directories written before configs were saved)."""
     from ..errors import CheckpointError
@@ -269,10 +279,14 @@ def load_branch(model: nn.Module, tensors: dict[str, Tensor], config: BranchConf
 
     Without a config (files written before configs were saved) the rank and the layers are
     inferred from the tensors and alpha is taken as 1, with a warning. Every saved tensor
-    must find its branch and every branch its tensor, with the same shape.
+    must find its branch and every branch its tensor, with the same shape. Saved natural-path
+    statistics (``branch_tensors``) are restored with ``keep_natural_statistics``.
     """
     from ..errors import CheckpointError
 
+    prefix = STATISTICS_ATTRIBUTE + "."
+    statistics = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+    tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
     if config is None:
         config = _inferred_config(model, tensors)
         log.warning("the branch has no saved config: rank %d inferred from its tensors, alpha assumed 1", config.rank)
@@ -292,6 +306,11 @@ def load_branch(model: nn.Module, tensors: dict[str, Tensor], config: BranchConf
                 f"branch tensor {key} has shape {tuple(tensors[key].shape)}, not {tuple(parameter.shape)}"
             )
         parameter.copy_(tensors[key])
+    if statistics:
+        try:
+            natural_statistics(keep_natural_statistics(model)).load_state_dict(statistics)
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"the natural path's saved statistics do not fit this model: {exc}") from None
     return model
 
 

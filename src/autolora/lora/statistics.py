@@ -10,8 +10,8 @@ adversarial examples an auxiliary BatchNorm (Xie et al. 2020): the natural path 
 and updates its own, and the model's own statistics become the deployed path's alone. Training
 steps normalise with batch statistics either way, so only eval-mode reads change. The set lives
 on the model (``ATTRIBUTE``), so the trainer's copies of the best model, roll-backs, weight
-averages and resumes carry it (the branch files of ``save_every`` snapshots do not), and
-``export`` removes it with the branches.
+averages, resumes and the branch files of ``save_every`` snapshots carry it, and ``export``
+removes it with the branches.
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ from torch import Tensor, nn
 
 ATTRIBUTE = "autolora_natural_statistics"
 BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def keeps_running_statistics(module: nn.Module) -> bool:
+    """Whether ``module`` is a BatchNorm layer with running statistics."""
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
 
 
 class NaturalStatistics(nn.Module):

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import PGD, CrossEntropyObjective
+from ..lora.statistics import keeps_running_statistics
 
 BATCHNORM_STATS = {
     "training": "the running statistics as training left them",
@@ -30,7 +31,7 @@ BATCHNORM_SAMPLES = 5000  # images: a channel's mean is then known to 1.4% of it
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    return [m for m in model.modules() if keeps_running_statistics(m)]
 
 
 def recompute_batchnorm(

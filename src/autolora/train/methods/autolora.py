@@ -21,11 +21,11 @@ from ...attacks.pgd import evaluating
 from ...data import limit
 from ...lora import (
     branch_config,
+    branch_tensors,
     export,
     has_branches,
     inject,
     keep_natural_statistics,
-    lora_parameters,
     natural_forward,
     unwrap,
 )
@@ -190,9 +190,7 @@ class AutoLoRa(Method):
         return export(model, inplace=True)
 
     def snapshot_files(self, model: ImageClassifier) -> dict[str, tuple[dict[str, Tensor], dict[str, str]]]:
-        names = {id(p): n for n, p in model.named_parameters()}
-        tensors = {names[id(p)]: p for p in lora_parameters(model)}
-        return {BRANCH: (tensors, branch_config(model).to_metadata())}
+        return {BRANCH: (branch_tensors(model), branch_config(model).to_metadata())}
 
     def state_dict(self) -> dict[str, Any]:
         return {"scalars": self.scalars.state_dict()}
