@@ -16,6 +16,7 @@ from autolora.lora import (
     keep_natural_statistics,
     lora_parameters,
     natural_forward,
+    natural_statistics,
 )
 from autolora.models import create_model
 
@@ -98,6 +99,15 @@ def test_with_its_own_statistics_each_path_updates_and_reads_only_its_set():
     reference.load_state_dict(export(model).state_dict())  # the deployed path exports its own statistics
     assert torch.equal(reference(x), model(x))
     assert torch.allclose(export(model, merge=True).eval()(x), natural_forward(model, x), atol=1e-5)
+
+
+def test_a_model_without_running_statistics_has_none_to_keep():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Conv2d(4, 4, 3), nn.LayerNorm([24, 24]),
+                          nn.Flatten(), nn.Linear(4 * 24 * 24, 3))  # fmt: skip
+    model = keep_natural_statistics(inject(model))
+    assert natural_statistics(model) is None
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(natural_forward(model.eval(), x), model(x))  # the branch starts at zero
 
 
 def test_own_statistics_follow_the_model_through_a_state_dict_and_a_wrapper():

@@ -183,7 +183,8 @@ def natural_path(model: nn.Module) -> Iterator[None]:
 
 def keep_natural_statistics(model: nn.Module) -> nn.Module:
     """Give the natural path of a branched ``model`` its own BatchNorm running statistics, starting
-    from the model's own (``lora/statistics.py``), in place; returns ``model``."""
+    from the model's own (``lora/statistics.py``), in place; returns ``model``. A feature extractor
+    without running statistics (a ViT's LayerNorm, GroupNorm) has none to keep and is left as it is."""
     root = unwrap(model)
     if not has_branches(root):
         raise ValueError("the model has no low-rank branches; call inject(model) first")
@@ -191,7 +192,8 @@ def keep_natural_statistics(model: nn.Module) -> nn.Module:
         head = getattr(root, HEAD_ATTRIBUTE)
         layers = {name: module for name, module in root.named_modules()
                   if keeps_running_statistics(module) and not _in_subtree(name, head)}  # fmt: skip
-        setattr(root, STATISTICS_ATTRIBUTE, NaturalStatistics(layers))
+        if layers:
+            setattr(root, STATISTICS_ATTRIBUTE, NaturalStatistics(layers))
     return model
 
 
