@@ -113,6 +113,11 @@ RUNS = [
         "autolora",
         settings={"natural_batchnorm": "own", "attack_start": "uniform"},
     ),  # fmt: skip
+    Run(  # the clean gap on the poor source: half the deployed path's CE on clean images
+        "autolora (own statistics, clean share 0.5)",
+        "autolora",
+        settings={"natural_batchnorm": "own", "clean_share": 0.5},
+    ),
     variant("autolora (an unhalved tail ends on its iterate)", schedule="auto-mean-anneal-after-halving"),  # before SWA
     variant("autolora (no tail)", schedule="auto-mean"),  # the default before the tail after a halving
     variant("autolora (count rule)", schedule="auto"),  # the default recipe before the window-mean rule
