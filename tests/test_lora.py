@@ -108,6 +108,12 @@ def test_a_model_without_running_statistics_has_none_to_keep():
     assert natural_statistics(model) is None
     x = torch.rand(2, 1, 28, 28)
     assert torch.equal(natural_forward(model.eval(), x), model(x))  # the branch starts at zero
+    from autolora.errors import CheckpointError
+    from autolora.lora import branch_tensors, load_branch
+
+    foreign = branch_tensors(model) | {"autolora_natural_statistics.running_mean_0": torch.zeros(4)}
+    with pytest.raises(CheckpointError, match="holds natural-path BatchNorm statistics, but this model has no"):
+        load_branch(export(model), foreign)
 
 
 def test_own_statistics_follow_the_model_through_a_state_dict_and_a_wrapper():

@@ -309,8 +309,11 @@ def load_branch(model: nn.Module, tensors: dict[str, Tensor], config: BranchConf
             )
         parameter.copy_(tensors[key])
     if statistics:
+        kept = natural_statistics(keep_natural_statistics(model))
+        if kept is None:
+            raise CheckpointError("the file holds natural-path BatchNorm statistics, but this model has no BatchNorm")
         try:
-            natural_statistics(keep_natural_statistics(model)).load_state_dict(statistics)
+            kept.load_state_dict(statistics)
         except (RuntimeError, ValueError) as exc:
             raise CheckpointError(f"the natural path's saved statistics do not fit this model: {exc}") from None
     return model
