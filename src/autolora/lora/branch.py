@@ -164,6 +164,10 @@ def head_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     return root.get_submodule(getattr(root, HEAD_ATTRIBUTE)).parameters()
 
 
+def _named_lora_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if ".lora_" in name}
+
+
 def has_branches(model: nn.Module) -> bool:
     return any(True for _ in branch_layers(model))
 
@@ -255,7 +259,7 @@ def branch_tensors(model: nn.Module) -> dict[str, Tensor]:
     """What ``load_branch`` needs beside the plain model: the branch parameters and, where the
     natural path keeps its own BatchNorm statistics, those (under ``STATISTICS_ATTRIBUTE``)."""
     root = unwrap(model)
-    tensors = {name: p.detach() for name, p in root.named_parameters() if ".lora_" in name}
+    tensors = {name: p.detach() for name, p in _named_lora_parameters(root).items()}
     statistics = natural_statistics(root)
     if statistics is not None:
         tensors |= {f"{STATISTICS_ATTRIBUTE}.{k}": v.detach() for k, v in statistics.state_dict().items()}
@@ -296,7 +300,7 @@ def load_branch(model: nn.Module, tensors: dict[str, Tensor], config: BranchConf
         inject(model, rank=config.rank, alpha=config.alpha, targets=config.layers)
     except (AttributeError, TypeError) as exc:
         raise CheckpointError(f"the saved branch does not fit this model: {exc}") from None
-    branches = {n: p for n, p in model.named_parameters() if ".lora_" in n}
+    branches = _named_lora_parameters(model)
     missing, unexpected = sorted(set(branches) - set(tensors)), sorted(set(tensors) - set(branches))
     if missing or unexpected:
         raise CheckpointError(
