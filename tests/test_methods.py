@@ -135,8 +135,9 @@ def test_autolora_keeps_the_natural_paths_own_statistics_only_where_asked():
         get_method("autolora")(TrainConfig(method="autolora", **settings)).prepare(model)
         return model
 
-    assert natural_statistics(prepared()) is None  # the paper's one set, in both recipes
-    assert natural_statistics(prepared(natural_batchnorm="own")) is not None
+    assert natural_statistics(prepared()) is not None  # the default recipe's
+    assert natural_statistics(prepared(recipe="paper")) is None  # the paper's one set
+    assert natural_statistics(prepared(natural_batchnorm="shared")) is None
     with pytest.raises(ConfigError, match="natural-batchnorm='own' is invalid: only autolora has a natural path"):
         TrainConfig(method="vanilla", natural_batchnorm="own")
     with pytest.raises(ConfigError, match="natural-batchnorm='mine' is invalid: choose one of: shared, own"):

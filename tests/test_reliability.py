@@ -113,7 +113,7 @@ def test_resume_refuses_a_run_whose_recipe_now_chooses_another_schedule(tmp_path
     ],  # fmt: skip
 )
 def test_a_setting_added_later_is_compared_on_resume_only_where_it_is_on(name, off, on):
-    key = TrainConfig(method="autolora").resume_key()
+    key = TrainConfig(method="autolora", **{name: off}).resume_key()  # "off": every run's value before it existed
     assert name not in key
     before, since = dict(key), dict(key, **{name: off})  # written before the setting existed; since, recording it
     assert comparable_key(before) == comparable_key(since) == key

@@ -1,4 +1,4 @@
-"""The natural path's own BatchNorm running statistics (a departure from the paper, off by default).
+"""The natural path's own BatchNorm running statistics (a departure from the paper, the default recipe's).
 
 Both paths run the feature extractor's BatchNorm layers in training mode, so in the paper (and the
 authors' code) every running statistic is a moving average over two networks' activations: the
