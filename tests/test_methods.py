@@ -96,6 +96,8 @@ def test_every_method_describes_its_loss_parameters_and_schedule(cli):
         assert name in text and method.loss_description.split(" ")[0] in text
     for word in ("loss:", "trains:", "default schedule:", "aff", "twins", "roli", "pgd-at-ft"):
         assert word in text
+    assert "the natural path's own BatchNorm statistics" in METHODS["autolora"].describe()["default schedule"]
+    assert "BatchNorm statistics" not in METHODS["vanilla"].describe()["default schedule"]
 
 
 def test_aliases_resolve_to_the_method_the_paper_means():

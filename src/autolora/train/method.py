@@ -174,5 +174,6 @@ class Method(ABC):
             + ("" if d.val_attack_loss == "ce" else f", validation PGD on the {d.val_attack_loss.upper()} loss")
             + ("" if d.batchnorm == "training" else ", BatchNorm statistics re-estimated at the end")
             + ("" if d.attack_start in (None, cls.attack_start) else f", training attack from a {d.attack_start} start")
+            + ("" if d.natural_batchnorm == "shared" else ", the natural path's own BatchNorm statistics")
             + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
         }
