@@ -52,8 +52,10 @@ def test_two_processes_train_on_the_same_global_batch(tmp_path, source):
             tmp_path / f"p{processes}",
         )
     one, two = _rows(tmp_path / "p1")[0], _rows(tmp_path / "p2")[0]
-    # same data, same random starts, BatchNorm over the global batch: the first epoch agrees to float rounding
-    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+    # same data, same random starts, BatchNorm over the global batch: the first epoch agrees to float rounding,
+    # which the attack's signs amplify (measured over seeds 3-12: up to 1.8e-4 apart); per-process statistics
+    # put them about 1.2e-3 apart
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=4e-4)
     assert two["nat_branch_acc"] == one["nat_branch_acc"]
     assert abs(two["val_robust_acc"] - one["val_robust_acc"]) <= 0.02
     assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == sorted(p.name for p in (tmp_path / "p1").iterdir())
