@@ -55,6 +55,7 @@ from autolora.train import TrainConfig, get_method
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
+AUTOLORA_STARTS = (0.05, 0.1, 0.2)  # the LR rule's start: the recipe's 0.1 and a factor of 2 either side
 # the default recipe, and the candidates for it measured last
 JUDGED = ("autolora", "autolora (shared BatchNorm statistics)", "autolora (uniform random start)")
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
@@ -97,6 +98,11 @@ def variant(name: str, method: str = "autolora", lr: float | None = None, **sett
     return Run(name, method, lr, settings={"batchnorm": "training", **shared, **settings})
 
 
+def _start_run(lr: float) -> str:
+    """The row of AutoLoRa's default recipe with its LR rule started at ``lr``."""
+    return "autolora" if lr == 0.1 else f"autolora (start LR {lr:g})"
+
+
 RUNS = [
     *(Run(f"vanilla lr={lr:g}", "vanilla", lr) for lr in VANILLA_LRS),
     Run("twins", "twins"),
@@ -137,6 +143,7 @@ RUNS = [
     variant("autolora (weight average, 1 epoch)", average_epochs=1),
     variant("autolora (clean share 0.5)", clean_share=0.5),  # half the deployed path's CE on clean images
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
+    *(Run(_start_run(lr), "autolora", lr) for lr in AUTOLORA_STARTS if lr != 0.1),  # the one LR the default fixes
 ]
 
 
@@ -501,14 +508,18 @@ def sensitivity_figure(table: list[dict[str, Any]], path: Path) -> Path:
         ax.errorbar(lrs, [100 * e["pgd_acc"]["mean"] for e in vanilla],
                     yerr=[100 * (e["pgd_acc"]["se"] or 0) for e in vanilla], fmt="o-", capsize=3,
                     label="vanilla PGD-20")  # fmt: skip
+        starts = [(lr, e) for lr in AUTOLORA_STARTS for e in entries if e["run"] == _start_run(lr)]
+        if len(starts) > 1:  # the rule's start, the one LR AutoLoRa fixes, on the same axis
+            ax.plot([lr for lr, _ in starts], [100 * e["pgd_acc"]["mean"] for _, e in starts], "s-", color="k",
+                    label="autolora PGD-20 by its start LR")  # fmt: skip
         for name, style in (("autolora", "-"), ("autolora (paper)", "--"), ("no pre-training (vanilla lr=0.1)", ":")):
             entry = next((e for e in entries if e["run"] == name), None)
             if entry is not None:
                 ax.axhline(100 * entry["pgd_acc"]["mean"], ls=style, color="k" if name == "autolora" else "grey",
                            label=f"{name} PGD-20")  # fmt: skip
         ax.set_xscale("log")
-        ax.set_xlim(VANILLA_LRS[0] / 2, VANILLA_LRS[-1] * 2)  # also where no vanilla row is in yet
-        ax.set_xlabel("vanilla RFT learning rate")
+        ax.set_xlim(VANILLA_LRS[0] / 2, max(*VANILLA_LRS, *AUTOLORA_STARTS) * 2)  # also where no row is in yet
+        ax.set_xlabel("learning rate (vanilla's; AutoLoRa's start)")
         ax.set_ylabel("test PGD-20 accuracy (%)")
         ax.set_title(f"{group[0]}, {group[1]} labels", fontsize=9)
         ax.grid(alpha=0.3)
