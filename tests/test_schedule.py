@@ -250,3 +250,15 @@ def test_an_unhalved_tail_judges_no_checkpoint_and_resumes_without_asking_again(
     resumed = SCHEDULES["auto-mean-anneal-or-average"](0.1, 20)
     resumed.load_state_dict(schedule.state_dict())
     assert resumed.average_start == 15
+
+
+def test_a_decayed_tail_can_end_on_its_mean_too():
+    schedule = SCHEDULES["auto-mean-anneal-and-average"](0.1, 20)  # a run that halved before the tail
+    decisions = _run(schedule, [i / 100 for i in range(9)] + [0.0] * 4 + [0.6] * 7)
+    assert [d.lr for d in decisions[14:]] == pytest.approx([0.05 * k / 6 for k in (5, 4, 3, 2, 1, 0)])
+    assert [d.average for d in decisions].index(True) == 14 and sum(d.average for d in decisions) == 1
+    assert decisions[14].reason == "epochs 16-20: the LR falls linearly from 0.05 towards 0; the run ends on their mean"
+    assert decisions[15].is_best  # the tail's first mean competes only with the tail's means
+    unhalved = SCHEDULES["auto-mean-anneal-and-average"](0.1, 20)  # a run that never halved holds its LR, as before
+    decisions = _run(unhalved, [i / 100 for i in range(20)])
+    assert [d.lr for d in decisions] == [0.1] * 20 and [d.average for d in decisions].index(True) == 14

@@ -138,7 +138,8 @@ class AutoLRSchedule(Schedule):
     average ends a constant-LR run near the middle of the region it wanders in, without a decay
     that would cut what a run still learning gains. No checkpoint is judged there, and the model
     deployed is the best of the tail's averages, not an earlier iterate: on a small validation
-    split the best of many noisy iterates wins by its noise.
+    split the best of many noisy iterates wins by its noise. With ``average_decayed_tail`` a decaying
+    tail ends on its mean too (the best of its running means), for the same reason.
     """
 
     def __init__(
@@ -154,6 +155,7 @@ class AutoLRSchedule(Schedule):
         anneal_after_halving: bool = False,
         late_halving_anneals: bool = False,
         average_unhalved_tail: bool = False,
+        average_decayed_tail: bool = False,
     ) -> None:
         super().__init__(lr, max_epochs)
         if progress not in PROGRESS_TESTS:
@@ -173,6 +175,7 @@ class AutoLRSchedule(Schedule):
         self.anneal_after_halving = anneal_after_halving
         self.late_halving_anneals = late_halving_anneals
         self.average_unhalved_tail = average_unhalved_tail
+        self.average_decayed_tail = average_decayed_tail
         self.average_start: int | None = None  # the epoch after which the tail's average began
         self.lr_entering_tail: float | None = None
         self.rho = rho
@@ -238,19 +241,25 @@ class AutoLRSchedule(Schedule):
     def _hold_and_average(self, is_best: bool) -> Decision:
         if self.average_start is not None:
             return Decision(self.lr, is_best)
-        self.average_start = self.epoch
-        self.best = -math.inf  # the run ends on the tail's mean: its averages compete only with each other
+        self._start_average()
         reason = f"epochs {self.epoch + 1}-{self.max_epochs}: the LR stays at {self.lr:g}; the run ends on their mean"
         return Decision(self.lr, is_best, reason=reason, average=True)
 
+    def _start_average(self) -> None:
+        self.average_start = self.epoch
+        self.best = -math.inf  # the run ends on the tail's mean: its averages compete only with each other
+
     def _anneal(self, is_best: bool) -> Decision:
-        reason = ""
+        reason, average = "", False
         if self.anneal_lr is None or self.anneal_start is None:
             self.anneal_lr, self.anneal_start = self.lr, self.epoch
             reason = f"epochs {self.epoch + 1}-{self.max_epochs}: the LR falls linearly from {self.lr:g} towards 0"
+            if self.average_decayed_tail and self.average_start is None:
+                self._start_average()
+                reason, average = f"{reason}; the run ends on their mean", True
         remaining = self.max_epochs - self.epoch  # epochs left; the next one runs at remaining / (decay + 1)
         self.lr = self.anneal_lr * remaining / (self.max_epochs - self.anneal_start + 1)
-        return Decision(self.lr, is_best, reason=reason)
+        return Decision(self.lr, is_best, reason=reason, average=average)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -307,6 +316,15 @@ SCHEDULES: dict[str, Callable[[float, int], Schedule]] = {
     ),
     "auto-mean-anneal-or-average": lambda lr, epochs: AutoLRSchedule(
         lr, max_epochs=epochs, progress="mean", anneal=0.25, anneal_after_halving=True, average_unhalved_tail=True
+    ),
+    "auto-mean-anneal-and-average": lambda lr, epochs: AutoLRSchedule(
+        lr,
+        max_epochs=epochs,
+        progress="mean",
+        anneal=0.25,
+        anneal_after_halving=True,
+        average_unhalved_tail=True,
+        average_decayed_tail=True,
     ),
     "auto-mean-budget": lambda lr, epochs: AutoLRSchedule(
         lr, max_epochs=epochs, progress="mean", checkpoints=budget_checkpoints(epochs)
