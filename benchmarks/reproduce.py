@@ -55,7 +55,8 @@ from autolora.train import TrainConfig, get_method
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
-AUTOLORA_STARTS = (0.05, 0.1, 0.2)  # the LR rule's start: the recipe's 0.1 and a factor of 2 either side
+RECIPE_LR = get_method("autolora").defaults.lr  # where the default recipe starts its LR rule
+AUTOLORA_STARTS = (RECIPE_LR / 2, RECIPE_LR, 2 * RECIPE_LR)  # that start and a factor of 2 either side
 # the default recipe, and the candidates for it measured last
 JUDGED = ("autolora", "autolora (shared BatchNorm statistics)", "autolora (uniform random start)")
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
@@ -100,7 +101,7 @@ def variant(name: str, method: str = "autolora", lr: float | None = None, **sett
 
 def _start_run(lr: float) -> str:
     """The row of AutoLoRa's default recipe with its LR rule started at ``lr``."""
-    return "autolora" if lr == 0.1 else f"autolora (start LR {lr:g})"
+    return "autolora" if lr == RECIPE_LR else f"autolora (start LR {lr:g})"
 
 
 RUNS = [
@@ -143,7 +144,7 @@ RUNS = [
     variant("autolora (weight average, 1 epoch)", average_epochs=1),
     variant("autolora (clean share 0.5)", clean_share=0.5),  # half the deployed path's CE on clean images
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
-    *(Run(_start_run(lr), "autolora", lr) for lr in AUTOLORA_STARTS if lr != 0.1),  # the one LR the default fixes
+    *(Run(_start_run(lr), "autolora", lr) for lr in AUTOLORA_STARTS if lr != RECIPE_LR),  # the one LR the default fixes
     Run(  # the halved runs' tail selects among noisy iterates (seed 0, poor source, 1,000 labels: clean 57.0)
         "autolora (a decayed tail ends on its mean)",
         "autolora",
