@@ -150,6 +150,11 @@ RUNS = [
         "autolora",
         settings={"schedule": "auto-mean-anneal-and-average"},
     ),
+    Run(  # with all labels on the poor source the KL holds the branch at the deployed path's clean accuracy
+        "autolora (the branch as a fixed teacher)",
+        "autolora",
+        settings={"fixed_teacher": True},
+    ),
 ]
 
 

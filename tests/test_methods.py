@@ -385,6 +385,11 @@ def test_the_paper_recipe_is_the_papers_algorithm():
             TrainConfig(**wrong)
     autolora = get_method("autolora")
     assert autolora(TrainConfig(method="autolora", clean_share=0.5)).build_objective().clean_share == 0.5
+    assert default.fixed_teacher is paper.fixed_teacher is False  # the paper's KL moves both paths
+    assert autolora(TrainConfig(method="autolora", fixed_teacher=True)).build_objective().fixed_teacher
+    for wrong in ({"method": "vanilla", "fixed_teacher": True}, {"method": "autolora", "fixed_teacher": "yes"}):
+        with pytest.raises(ConfigError, match="fixed-teacher"):
+            TrainConfig(**wrong)
     assert autolora(paper).build_schedule(0.1, 10).progress == "count"  # the paper's condition 1
     assert autolora(default).build_schedule(0.1, 10).progress == "mean"
     assert autolora(paper).build_schedule(0.1, 40).anneal_from == 40  # the paper ends where the cap cuts it

@@ -123,6 +123,23 @@ def test_the_clean_share_moves_deployed_path_ce_to_the_clean_image_and_spares_th
     assert not torch.allclose(grads[0.5][conv], grads[0.0][conv])
 
 
+def test_a_fixed_teacher_keeps_the_kl_gradient_off_the_branch_and_the_deployed_paths_unchanged():
+    x, y = torch.rand(6, 1, 16, 16), torch.arange(6) % 4
+    attack = PGD(LinfBall(0.1), steps=2, random_start=RandomStart.NORMAL)
+    weights = LossWeights(0.0, 3.0)  # the KL term alone: what reaches the branch comes from it
+    grads = {}
+    for fixed in (False, True):
+        model = _model()
+        torch.manual_seed(5)
+        AutoLoraObjective(attack, weights, fixed_teacher=fixed)(model, x, y).loss.backward()
+        grads[fixed] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    branch = [n for n in grads[False] if "lora_" in n]
+    assert branch and any(grads[False][n].abs().sum() > 0 for n in branch)  # the paper: the KL moves the branch
+    assert all(grads[True].get(n) is None or not grads[True][n].any() for n in branch)
+    deployed = [n for n in grads[False] if "lora_" not in n and n.startswith("features")]
+    assert deployed and all(torch.allclose(grads[True][n], grads[False][n], atol=1e-6) for n in deployed)
+
+
 def test_trades_loss_is_ce_plus_beta_kl():
     torch.manual_seed(0)
     model = create_model("resnet8", 4, InputSpec.plain(1, 16)).train()

@@ -21,7 +21,7 @@ VAL_METRICS = ("robust_acc", "robust_loss")
 VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  # what validation PGD maximises
 # the settings a field left as None takes from the method's recipe
 RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
-                 "clean_share", "batchnorm", "attack_start", "natural_batchnorm")  # fmt: skip
+                 "clean_share", "batchnorm", "attack_start", "natural_batchnorm", "fixed_teacher")  # fmt: skip
 ATTACK_STARTS = tuple(start.value for start in RandomStart)
 NATURAL_BATCHNORM = {  # AutoLoRa's natural path's BatchNorm running statistics (lora/statistics.py)
     "shared": "the feature extractor's own, updated by both paths (the paper)",
@@ -67,6 +67,7 @@ class TrainConfig:
     batchnorm: str | None = None  # the deployed model's statistics (BATCHNORM_STATS); None: the recipe's
     attack_start: str | None = None  # training attack's start (ATTACK_STARTS); None: recipe's, else method's
     natural_batchnorm: str | None = None  # AutoLoRa: NATURAL_BATCHNORM; None: the recipe's
+    fixed_teacher: bool | None = None  # AutoLoRa: the KL term's natural side detached; None: the recipe's
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
@@ -92,6 +93,8 @@ class TrainConfig:
             raise ConfigError("clean-share", self.clean_share, "only autolora has a deployed path beside a branch")
         if self.natural_batchnorm != "shared" and self.method != "autolora":
             raise ConfigError("natural-batchnorm", self.natural_batchnorm, "only autolora has a natural path")
+        if self.fixed_teacher is True and self.method != "autolora":
+            raise ConfigError("fixed-teacher", self.fixed_teacher, "only autolora has a natural path to distil from")
         if self.find_lr:
             self._set("lr", None)  # the trainer runs the range test before the first epoch
         self._check()
@@ -109,7 +112,7 @@ class TrainConfig:
         object.__setattr__(self, name, value)
 
     def _check(self) -> None:
-        for name in ("find_lr", "channels_last", "compile"):
+        for name in ("find_lr", "channels_last", "compile", "fixed_teacher"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name.replace("_", "-"), getattr(self, name), "use True or False")
         positive = {"epochs": self.epochs, "batch-size": self.batch_size, "rank": self.rank}
@@ -199,4 +202,4 @@ def comparable_key(training: dict[str, Any]) -> dict[str, Any]:
 def settings_before_they_existed(method: str) -> dict[str, Any]:
     """The settings added after runs were written, at the value runs of ``method`` had before them."""
     return {"average_epochs": 0, "clean_share": 0.0, "attack_start": get_method(method).attack_start,
-            "natural_batchnorm": "shared"}  # fmt: skip
+            "natural_batchnorm": "shared", "fixed_teacher": False}  # fmt: skip

@@ -41,7 +41,9 @@ class MethodDefaults:
     ``clean_share``: the share of AutoLoRa's deployed-path cross-entropy taken on the clean image (0: none);
     ``batchnorm``: the deployed model's BatchNorm statistics, "training" or "recomputed" (``train/batchnorm.py``);
     ``attack_start``: where the training attack starts ("uniform", "normal" or "none"; None: the method's own);
-    ``natural_batchnorm``: AutoLoRa's natural path's BatchNorm statistics, "shared" with the deployed path or its "own".
+    ``natural_batchnorm``: AutoLoRa's natural path's BatchNorm statistics, "shared" with the deployed path or its "own";
+    ``fixed_teacher``: AutoLoRa's KL term leaves the natural path alone (its side detached), so the branch learns
+    from natural CE only and the deployed path distils from it as from a fixed teacher.
     """
 
     lr: float | None
@@ -57,6 +59,7 @@ class MethodDefaults:
     batchnorm: str = "training"
     attack_start: str | None = None
     natural_batchnorm: str = "shared"
+    fixed_teacher: bool = False
 
 
 FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%

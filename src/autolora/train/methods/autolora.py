@@ -79,13 +79,17 @@ class AutoScalars:
         self.weights.lambda2 = float(state["lambda2"])
 
 
-def autolora_loss_terms(z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights) -> tuple[Tensor, Tensor, Tensor]:
+def autolora_loss_terms(
+    z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights, fixed_teacher: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     """The loss's three terms: ``l1 CE(z_nat, y)``, ``(1 - l1) CE(z_adv, y)`` and ``l2 KL(z_nat || z_adv)``.
 
-    The first is the natural objective; the other two are the adversarial one."""
+    The first is the natural objective; the other two are the adversarial one. The KL term's gradient
+    reaches both paths (the paper's), or with ``fixed_teacher`` the deployed path alone."""
     l1, l2 = weights.lambda1, weights.lambda2
     natural = l1 * F.cross_entropy(z_nat.float(), y)
-    return natural, (1.0 - l1) * F.cross_entropy(z_adv.float(), y), l2 * kl_batchmean(z_nat, z_adv)
+    teacher = z_nat.detach() if fixed_teacher else z_nat
+    return natural, (1.0 - l1) * F.cross_entropy(z_adv.float(), y), l2 * kl_batchmean(teacher, z_adv)
 
 
 def autolora_loss(
@@ -95,13 +99,15 @@ def autolora_loss(
     weights: LossWeights,
     z_clean: Tensor | None = None,
     clean_share: float = 0.0,
+    fixed_teacher: bool = False,
 ) -> Tensor:
     """``l1 CE(z_nat, y) + (1 - l1) CE(z_adv, y) + l2 KL(softmax(z_nat) || softmax(z_adv))``: the paper's loss.
 
     With ``clean_share`` s > 0 and the deployed path's clean logits ``z_clean``, that path's
     cross-entropy is split between the two images: ``(1 - l1) [(1 - s) CE(z_adv, y) + s CE(z_clean, y)]``.
+    With ``fixed_teacher`` the KL term trains the deployed path only (``autolora_loss_terms``).
     """
-    natural, adversarial, distillation = autolora_loss_terms(z_nat, z_adv, y, weights)
+    natural, adversarial, distillation = autolora_loss_terms(z_nat, z_adv, y, weights, fixed_teacher)
     if not clean_share:
         return natural + adversarial + distillation
     if z_clean is None:
@@ -115,12 +121,14 @@ class AutoLoraObjective:
     """Natural CE through the branch, adversarial CE through the feature extractor, KL between.
 
     ``clean_share``: the share of the deployed path's cross-entropy taken on the clean image
-    instead of the adversarial one (0 in the paper and both recipes; measured in docs/method.md)."""
+    instead of the adversarial one; ``fixed_teacher``: the KL term leaves the natural path alone
+    (both off in the paper and both recipes; measured in docs/method.md)."""
 
     attack: PGD
     weights: LossWeights
     autocast: torch.dtype | None = None
     clean_share: float = 0.0
+    fixed_teacher: bool = False
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         x_adv = self.attack(unwrap(model), x, CrossEntropyObjective(y))
@@ -128,7 +136,7 @@ class AutoLoraObjective:
             z_nat = natural_forward(model, x)
             z_adv = model(x_adv)
             z_clean = model(x) if self.clean_share else None
-        loss = autolora_loss(z_nat, z_adv, y, self.weights, z_clean, self.clean_share)
+        loss = autolora_loss(z_nat, z_adv, y, self.weights, z_clean, self.clean_share, self.fixed_teacher)
         return LossOutput(loss, z_adv, z_nat)
 
 
@@ -159,7 +167,8 @@ class AutoLoRa(Method):
 
     def build_objective(self) -> AutoLoraObjective:
         attack = self.training_attack()
-        return AutoLoraObjective(attack, self.weights, self.config.autocast_dtype, self.config.clean_share)
+        cfg = self.config
+        return AutoLoraObjective(attack, self.weights, cfg.autocast_dtype, cfg.clean_share, cfg.fixed_teacher)
 
     def prepare(self, model: ImageClassifier) -> None:
         if not has_branches(model):
