@@ -155,6 +155,11 @@ RUNS = [
         "autolora",
         settings={"fixed_teacher": True},
     ),
+    Run(  # both at once: the teacher's clean gain and the tail's mean where the rule has halved
+        "autolora (a fixed teacher, a decayed tail ends on its mean)",
+        "autolora",
+        settings={"fixed_teacher": True, "schedule": "auto-mean-anneal-and-average"},
+    ),
 ]
 
 
