@@ -57,8 +57,13 @@ from autolora.train.progress import LogReporter
 VANILLA_LRS = (0.001, 0.01, 0.1)
 RECIPE_LR = get_method("autolora").defaults.lr  # where the default recipe starts its LR rule
 AUTOLORA_STARTS = (RECIPE_LR / 2, RECIPE_LR, 2 * RECIPE_LR)  # that start and a factor of 2 either side
-# the default recipe, and the candidates for it measured last
-JUDGED = ("autolora", "autolora (shared BatchNorm statistics)", "autolora (uniform random start)")
+# the default recipe, the default before it, and the candidates for it measured last
+JUDGED = (
+    "autolora",
+    "autolora (shared BatchNorm statistics)",
+    "autolora (a decayed tail ends on its mean)",
+    "autolora (the branch as a fixed teacher)",
+)
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
@@ -436,7 +441,7 @@ def _robust(entry: dict[str, Any], autoattack: bool = True) -> tuple[dict[str, f
 
 def verdicts(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue 13's criteria per task and budget: AutoLoRa's worst seed (the default recipe, and the
-    candidate in ``JUDGED``) against the best vanilla LR.
+    other rows in ``JUDGED``) against the best vanilla LR.
 
     AutoLoRa is judged on AutoAttack where all its seeds have it; a vanilla LR without AutoAttack
     is represented by its PGD-20 accuracy, which bounds its AutoAttack accuracy from above, so
