@@ -148,7 +148,7 @@ class AutoLoRa(Method):
     defaults = MethodDefaults(
         lr=0.1,
         epochs=40,
-        schedule="auto-mean-anneal-or-average",
+        schedule="auto-mean-anneal-and-average",
         decides_length=True,
         period_steps=8,
         val_metric="robust_loss",
