@@ -15,7 +15,7 @@ from autolora.data import DataConfig, prepare_data
 from autolora.errors import ConfigError
 from autolora.eval import EvalConfig
 from autolora.models.checkpoint import RUN_WEIGHTS
-from autolora.train import TrainConfig, Trainer
+from autolora.train import TrainConfig, Trainer, get_method
 from autolora.train.batchnorm import recompute_batchnorm
 from autolora.train.run_dir import RunDirectory
 
@@ -85,7 +85,8 @@ def test_the_trainer_exports_recomputed_statistics_and_finishes_an_older_run_aga
                     evaluation=EvalConfig(pgd_steps=1))  # fmt: skip
     run = RunDirectory(tmp_path / "run")
     run.open()
-    as_trained = TrainConfig(**settings, batchnorm="training", schedule="auto-mean-anneal-or-average")
+    recipe_schedule = get_method("autolora").defaults.schedule  # named here, left to the recipe below
+    as_trained = TrainConfig(**settings, batchnorm="training", schedule=recipe_schedule)
     trainer = Trainer(tiny_model, "resnet8", data, as_trained, run, device=torch.device("cpu"))
     first = trainer.fit()
     assert first["batchnorm"] == "training" and first["batchnorm_images"] == 0
