@@ -252,10 +252,15 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         # a row finished or trained otherwise than the run now asks is finished again from its run
         # directory, or trained again where it has none of its own; a row written before it recorded a
         # setting had the value every run had then (statistics as trained, the method's own start, one
-        # set of statistics for both of AutoLoRa's paths)
+        # set of statistics for both of AutoLoRa's paths). The schedule is the one the row's numbers
+        # stand for, its recipe's where the run named none, so a recipe's new schedule makes its rows
+        # out of date (a row without one, from before 2026-12-05, is taken as current; one trained
+        # under another name that makes the same run says so in `schedule_as_trained`).
         before = {"batchnorm": "training", "attack_start": get_method(run.method).attack_start,
                   "natural_batchnorm": "shared"}  # fmt: skip
-        current = same_size and all(row.get(name, value) == getattr(config, name) for name, value in before.items())
+        recorded = {name: row.get(name, value) for name, value in before.items()}
+        recorded["resolved_schedule"] = row.get("schedule", config.resolved_schedule)
+        current = same_size and all(value == getattr(config, name) for name, value in recorded.items())
         if current and (row.get("autoattack") or not autoattack):
             return row
         if current and (Path(row["dir"]) / "summary.json").exists():
@@ -280,6 +285,8 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
                                        "attack_passes", "n_test", "data", "head_start", "attack_start", "batchnorm",
                                        "batchnorm_images", "natural_batchnorm")},
+        # a summary older than its "schedule" is of a run that resumed, so its state had the same one
+        "schedule": summary.get("schedule", config.resolved_schedule),
     }  # fmt: skip
     autoattack_n = (summary["evaluation"].get("autoattack") or {}).get("n")
     row["evaluated_n"] = {"pgd": summary.get("n_test"), "autoattack": autoattack_n}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from autolora import demo
+from autolora.errors import CheckpointError
 from autolora.models import load_classifier
 
 from .helpers import needs_fashion_mnist
@@ -112,6 +114,13 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     assert verdict["metric"] == "autoattack" and verdict["best_vanilla_metric"] == "autoattack"
     default = next(row for row in rows if row["run"] == "autolora")
     assert default["batchnorm"] == "recomputed" and default["batchnorm_images"] > 0
+    autolora = study.get_method("autolora")
+    assert default["schedule"] == autolora.defaults.schedule  # the recipe's, recorded though the run named none
+    # a recipe whose schedule changes makes its rows out of date: the study does not take them as
+    # measured, and their run directory, trained with the old schedule, refuses to finish with the new
+    with monkeypatch.context() as patch, pytest.raises(CheckpointError, match="written with other settings"):
+        patch.setattr(autolora, "defaults", dataclasses.replace(autolora.defaults, schedule="auto"))
+        study.run_study(["digits"], ["300"], [0], [r for r in runs if r.name == "autolora"], tiny, tmp_path, False)
     # one epoch leaves the LR rule no decision: the count rule deploys the bytes of the default as it
     # was before the BatchNorm re-estimate, and is measured once
     before, count_rule = ([r for r in study.RUNS if r.name == name] for name in

@@ -152,6 +152,11 @@ class TrainConfig:
         return PRECISIONS[self.precision]
 
     @property
+    def resolved_schedule(self) -> str:
+        """The LR schedule this run follows: its own, else its recipe's (which a newer version may change)."""
+        return self.schedule or get_method(self.method).recipe(self.recipe).schedule
+
+    @property
     def val_objective(self) -> type[UntargetedObjective]:
         """What the validation PGD maximises, built from the batch's labels."""
         return VAL_ATTACK_OBJECTIVES[self.val_attack_loss]

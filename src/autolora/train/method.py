@@ -153,7 +153,7 @@ class Method(ABC):
     @property
     def schedule_name(self) -> str:
         """The LR schedule this run uses: the config's, else its recipe's."""
-        return self.config.schedule or self.recipe(self.config.recipe).schedule
+        return self.config.resolved_schedule
 
     def build_schedule(self, lr: float, epochs: int) -> Schedule:
         """The LR schedule over ``epochs`` epochs (of the trainer's, which may hold several passes)."""

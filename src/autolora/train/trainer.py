@@ -557,6 +557,7 @@ class Trainer:
             "final_lr": self.schedule.lr,
             "stop_reason": self.stop_reason,
             "head_start": self.head_start,
+            "schedule": self.method.schedule_name,
             "initial_lr": self.schedule.initial_lr,
             "lr_search": self.lr_search,
             "attack_start": self.config.attack_start,
