@@ -150,14 +150,9 @@ class Method(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 - an optional hook
         pass
 
-    @property
-    def schedule_name(self) -> str:
-        """The LR schedule this run uses: the config's, else its recipe's."""
-        return self.config.resolved_schedule
-
     def build_schedule(self, lr: float, epochs: int) -> Schedule:
         """The LR schedule over ``epochs`` epochs (of the trainer's, which may hold several passes)."""
-        return SCHEDULES[self.schedule_name](lr, epochs)
+        return SCHEDULES[self.config.resolved_schedule](lr, epochs)
 
     @classmethod
     def describe(cls) -> dict[str, str]:

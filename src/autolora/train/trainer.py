@@ -195,7 +195,7 @@ class Trainer:
         chose, which a newer version may choose differently), data and source model."""
         return {
             "training": self.config.resume_key(),
-            "schedule": self.method.schedule_name,
+            "schedule": self.config.resolved_schedule,
             "data": self.record.get("data"),
             "source": (self.record.get("source") or {}).get("model"),
             "num_classes": self.data.num_classes,
@@ -557,7 +557,7 @@ class Trainer:
             "final_lr": self.schedule.lr,
             "stop_reason": self.stop_reason,
             "head_start": self.head_start,
-            "schedule": self.method.schedule_name,
+            "schedule": self.config.resolved_schedule,
             "initial_lr": self.schedule.initial_lr,
             "lr_search": self.lr_search,
             "attack_start": self.config.attack_start,
