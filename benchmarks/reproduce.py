@@ -151,6 +151,8 @@ RUNS = [
     # with all labels on the poor source the KL holds the branch at the deployed path's clean accuracy
     before_the_tail_mean("autolora (the branch as a fixed teacher)", fixed_teacher=True),
     Run("autolora (a fixed teacher, a decayed tail ends on its mean)", "autolora", settings={"fixed_teacher": True}),
+    # the running statistics lag the weights at LR 0.1: the attack, λ and the validation read batch statistics
+    Run("autolora (reads on batch statistics)", "autolora", settings={"read_statistics": "batch"}),
 ]
 
 
@@ -258,7 +260,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         # out of date (a row without one, from before 2026-12-05, is taken as current; one trained
         # under another name that makes the same run says so in `schedule_as_trained`).
         before = {"batchnorm": "training", "attack_start": get_method(run.method).attack_start,
-                  "natural_batchnorm": "shared"}  # fmt: skip
+                  "natural_batchnorm": "shared", "read_statistics": "running"}  # fmt: skip
         recorded = {name: row.get(name, value) for name, value in before.items()}
         recorded["resolved_schedule"] = row.get("schedule", config.resolved_schedule)
         current = same_size and all(value == getattr(config, name) for name, value in recorded.items())
@@ -285,7 +287,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
                                        "attack_passes", "n_test", "data", "head_start", "attack_start", "batchnorm",
-                                       "batchnorm_images", "natural_batchnorm")},
+                                       "batchnorm_images", "natural_batchnorm", "read_statistics")},
         # a summary older than its "schedule" is of a run that resumed, so its state had the same one
         "schedule": summary.get("schedule", config.resolved_schedule),
     }  # fmt: skip

@@ -114,6 +114,30 @@ def test_the_model_is_attacked_in_eval_mode(batch):
     assert seen and not any(seen) and model.training
 
 
+def test_batch_statistics_read_the_batch_and_leave_the_running_ones(batch):
+    x, y = batch
+    model = _net().train()
+    norm = model[1]
+    norm.running_mean.fill_(5.0)  # running statistics far from this batch's: an eval-mode read is off
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    with torch.no_grad(), evaluating(model, batch_statistics=True):
+        assert norm.training and not model[4].training  # BatchNorm on the batch, dropout off
+        read = model(x)
+        assert not torch.allclose(read, model(x[:4]).repeat(4, 1)[: len(x)])  # not a per-example function
+    for name, value in model.named_buffers():
+        assert torch.equal(value, before[name]), name
+    assert model.training and norm.track_running_stats
+    with torch.no_grad(), evaluating(model):
+        expected = model[2:](F.batch_norm(model[0](x), None, None, norm.weight, norm.bias, training=True))
+        assert torch.allclose(read, expected, atol=1e-6)
+        assert not torch.allclose(model(x), read, atol=1e-3)  # the running read differs
+    seen = []
+    norm.register_forward_pre_hook(lambda module, args: seen.append((module.training, module.track_running_stats)))
+    PGD(LinfBall(0.1), steps=2, batch_statistics=True)(model, x, y)
+    assert seen and all(mode == (True, False) for mode in seen)
+    assert all(torch.equal(value, before[name]) for name, value in model.named_buffers())
+
+
 def test_kl_objective_moves_away_from_the_clean_prediction(batch):
     x, _ = batch
     model = _net()

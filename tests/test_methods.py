@@ -390,6 +390,12 @@ def test_the_paper_recipe_is_the_papers_algorithm():
     for wrong in ({"method": "vanilla", "fixed_teacher": True}, {"method": "autolora", "fixed_teacher": "yes"}):
         with pytest.raises(ConfigError, match="fixed-teacher"):
             TrainConfig(**wrong)
+    assert default.read_statistics == paper.read_statistics == "running"  # the paper's eval-mode reads
+    batch = TrainConfig(method="autolora", read_statistics="batch")
+    assert batch.batch_statistics and autolora(batch).build_objective().attack.batch_statistics
+    assert not autolora(default).build_objective().attack.batch_statistics
+    with pytest.raises(ConfigError, match="read-statistics='eval' is invalid: choose one of: running, batch"):
+        TrainConfig(method="autolora", read_statistics="eval")
     assert autolora(paper).build_schedule(0.1, 10).progress == "count"  # the paper's condition 1
     assert autolora(default).build_schedule(0.1, 10).progress == "mean"
     assert autolora(paper).build_schedule(0.1, 40).anneal_from == 40  # the paper ends where the cap cuts it

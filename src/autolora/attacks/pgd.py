@@ -24,20 +24,32 @@ class Objective(Protocol):
 
 
 @contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode; restore each one's own mode afterwards, even on error."""
-    modes = [(module, module.training) for module in model.modules()]
+def evaluating(model: nn.Module, batch_statistics: bool = False) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode; restore each one's own mode afterwards, even on error.
+
+    ``batch_statistics``: BatchNorm layers normalise with the statistics of the batch they see, as
+    in training, and leave their running statistics untouched: a read of the weights as they are
+    now, where running averages lag weights that move fast (dropout and the rest stay in eval mode).
+    """
+    modes = [(module, module.training, getattr(module, "track_running_stats", None)) for module in model.modules()]
     model.eval()
+    if batch_statistics:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+                module.training, module.track_running_stats = True, False  # batch statistics, no update
     try:
         yield model
     finally:
-        for module, training in modes:
+        for module, training, tracks in modes:
             module.training = training
+            if tracks is not None:
+                module.track_running_stats = tracks
 
 
 @dataclass
 class PGD:
-    """L-p PGD on inputs in [0, 1], with the model in eval mode.
+    """L-p PGD on inputs in [0, 1], with the model in eval mode (``batch_statistics``: its BatchNorm
+    layers normalise with the attacked batch's statistics, see ``evaluating``).
 
     Args:
         threat: the ball (``LinfBall(8/255)``, ``L2Ball(0.5)``).
@@ -49,6 +61,7 @@ class PGD:
         autocast: a reduced-precision dtype for the forward passes, or None for fp32.
         noise: where random starts come from (``BatchNoise`` makes them independent of how a
             global batch is split over processes); torch's global generator by default.
+        batch_statistics: BatchNorm normalises with each attacked batch's own statistics.
 
     The worst case is "misclassified" first, then "higher loss". The model's device
     is taken from the input. Example::
@@ -65,6 +78,7 @@ class PGD:
     keep_best: bool = False
     autocast: torch.dtype | None = None
     noise: BatchNoise | None = None
+    batch_statistics: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -80,7 +94,7 @@ class PGD:
         if isinstance(objective, Tensor):
             objective = CrossEntropyObjective(objective)
         x = x.detach()
-        with evaluating(model):
+        with evaluating(model, self.batch_statistics):
             best_x, best_key = None, None
             for _ in range(self.restarts):
                 x_adv, key = self._run(model, x, objective)

@@ -21,11 +21,15 @@ VAL_METRICS = ("robust_acc", "robust_loss")
 VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  # what validation PGD maximises
 # the settings a field left as None takes from the method's recipe
 RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
-                 "clean_share", "batchnorm", "attack_start", "natural_batchnorm", "fixed_teacher")  # fmt: skip
+                 "clean_share", "batchnorm", "attack_start", "natural_batchnorm", "fixed_teacher", "read_statistics")  # fmt: skip
 ATTACK_STARTS = tuple(start.value for start in RandomStart)
 NATURAL_BATCHNORM = {  # AutoLoRa's natural path's BatchNorm running statistics (lora/statistics.py)
     "shared": "the feature extractor's own, updated by both paths (the paper)",
     "own": "a set of its own, so the model's own statistics are the deployed path's alone",
+}
+READ_STATISTICS = {  # what BatchNorm layers normalise with where training reads the model in eval mode
+    "running": "the running averages (the paper): they lag weights that move fast",
+    "batch": "each batch's own statistics, as the training step does: the weights as they are now",
 }
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
@@ -68,6 +72,7 @@ class TrainConfig:
     attack_start: str | None = None  # training attack's start (ATTACK_STARTS); None: recipe's, else method's
     natural_batchnorm: str | None = None  # AutoLoRa: NATURAL_BATCHNORM; None: the recipe's
     fixed_teacher: bool | None = None  # AutoLoRa: the KL term's natural side detached; None: the recipe's
+    read_statistics: str | None = None  # READ_STATISTICS: the training attack's, validation's, λ's; None: recipe's
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
@@ -142,7 +147,8 @@ class TrainConfig:
                    "val-attack-loss": (self.val_attack_loss, VAL_ATTACK_OBJECTIVES),
                    "batchnorm": (self.batchnorm, BATCHNORM_STATS),
                    "attack-start": (self.attack_start, ATTACK_STARTS),
-                   "natural-batchnorm": (self.natural_batchnorm, NATURAL_BATCHNORM)}  # fmt: skip
+                   "natural-batchnorm": (self.natural_batchnorm, NATURAL_BATCHNORM),
+                   "read-statistics": (self.read_statistics, READ_STATISTICS)}  # fmt: skip
         for name, (value, table) in choices.items():
             if value is not None and value not in table:
                 raise ConfigError(name, value, f"choose one of: {', '.join(table)}")
@@ -155,6 +161,12 @@ class TrainConfig:
     def resolved_schedule(self) -> str:
         """The LR schedule this run follows: its own, else its recipe's (which a newer version may change)."""
         return self.schedule or get_method(self.method).recipe(self.recipe).schedule
+
+    @property
+    def batch_statistics(self) -> bool:
+        """Whether the model's reads during training (the training attack, the validation, AutoLoRa's
+        natural accuracy) normalise with batch statistics rather than the running ones."""
+        return self.read_statistics == "batch"
 
     @property
     def val_objective(self) -> type[UntargetedObjective]:
@@ -176,6 +188,7 @@ class TrainConfig:
             random_start=start,
             autocast=autocast,
             noise=noise,
+            batch_statistics=self.batch_statistics,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,4 +220,4 @@ def comparable_key(training: dict[str, Any]) -> dict[str, Any]:
 def settings_before_they_existed(method: str) -> dict[str, Any]:
     """The settings added after runs were written, at the value runs of ``method`` had before them."""
     return {"average_epochs": 0, "clean_share": 0.0, "attack_start": get_method(method).attack_start,
-            "natural_batchnorm": "shared", "fixed_teacher": False}  # fmt: skip
+            "natural_batchnorm": "shared", "fixed_teacher": False, "read_statistics": "running"}  # fmt: skip

@@ -43,7 +43,9 @@ class MethodDefaults:
     ``attack_start``: where the training attack starts ("uniform", "normal" or "none"; None: the method's own);
     ``natural_batchnorm``: AutoLoRa's natural path's BatchNorm statistics, "shared" with the deployed path or its "own";
     ``fixed_teacher``: AutoLoRa's KL term leaves the natural path alone (its side detached), so the branch learns
-    from natural CE only and the deployed path distils from it as from a fixed teacher.
+    from natural CE only and the deployed path distils from it as from a fixed teacher;
+    ``read_statistics``: what BatchNorm normalises with where training reads the model in eval mode (the
+    training attack, the validation, AutoLoRa's natural accuracy): the "running" averages or each "batch"'s own.
     """
 
     lr: float | None
@@ -60,6 +62,7 @@ class MethodDefaults:
     attack_start: str | None = None
     natural_batchnorm: str = "shared"
     fixed_teacher: bool = False
+    read_statistics: str = "running"
 
 
 FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%
@@ -173,5 +176,6 @@ class Method(ABC):
             + ("" if d.batchnorm == "training" else ", BatchNorm statistics re-estimated at the end")
             + ("" if d.attack_start in (None, cls.attack_start) else f", training attack from a {d.attack_start} start")
             + ("" if d.natural_batchnorm == "shared" else ", the natural path's own BatchNorm statistics")
+            + ("" if d.read_statistics == "running" else ", reads in training on batch statistics")
             + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
         }

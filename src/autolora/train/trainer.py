@@ -327,7 +327,7 @@ class Trainer:
         where a saturated softmax leaves the cross-entropy no gradient.
         """
         clean = robust = total = loss = 0.0
-        with evaluating(self.model):
+        with evaluating(self.model, self.config.batch_statistics):
             for x, y, info in self.val_loader.parts():
                 self.noise.begin(epoch * NOISE_STREAM + NOISE_STREAM // 2 + info.index, info.global_size, info.part)
                 x = self._memory_format(x)
@@ -562,6 +562,7 @@ class Trainer:
             "lr_search": self.lr_search,
             "attack_start": self.config.attack_start,
             "natural_batchnorm": self.config.natural_batchnorm,
+            "read_statistics": self.config.read_statistics,
             "batchnorm": self.config.batchnorm,
             "batchnorm_images": batchnorm_images,
             "data": self.data.sizes(),

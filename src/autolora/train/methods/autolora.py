@@ -189,7 +189,7 @@ class AutoLoRa(Method):
 
     def _natural_accuracy(self, model: ImageClassifier) -> float:
         correct = total = 0
-        with evaluating(model), torch.no_grad():
+        with evaluating(model, self.config.batch_statistics), torch.no_grad():
             for x, y in self.scalar_loader.batches():
                 correct += int((natural_forward(model, x).argmax(1) == y).sum())
                 total += len(y)
