@@ -21,7 +21,8 @@ VAL_METRICS = ("robust_acc", "robust_loss")
 VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  # what validation PGD maximises
 # the settings a field left as None takes from the method's recipe
 RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
-                 "clean_share", "batchnorm", "attack_start", "natural_batchnorm", "fixed_teacher", "read_statistics")  # fmt: skip
+                 "clean_share", "batchnorm", "attack_start", "natural_batchnorm", "fixed_teacher",
+                 "read_statistics")  # fmt: skip
 ATTACK_STARTS = tuple(start.value for start in RandomStart)
 NATURAL_BATCHNORM = {  # AutoLoRa's natural path's BatchNorm running statistics (lora/statistics.py)
     "shared": "the feature extractor's own, updated by both paths (the paper)",
