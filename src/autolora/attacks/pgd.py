@@ -35,7 +35,7 @@ def evaluating(model: nn.Module, batch_statistics: bool = False) -> Iterator[nn.
     model.eval()
     if batch_statistics:
         for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
                 module.training, module.track_running_stats = True, False  # batch statistics, no update
     try:
         yield model
