@@ -109,14 +109,16 @@ def test_the_trainer_exports_recomputed_statistics_and_finishes_an_older_run_aga
     assert third.fit(resume=True) == second  # now its summary stands
 
 
+@pytest.mark.parametrize("method", ["autolora", "vanilla"])
 @pytest.mark.parametrize("reads", ["running", "batch"])
-def test_reads_in_training_normalise_with_the_statistics_asked_for(tmp_path, tiny_model, reads):
-    """The training attack, the validation and the natural accuracy behind λ read the model in eval
-    mode; with ``read_statistics="batch"`` no BatchNorm layer normalises with running statistics
-    until training has ended (the test evaluation serves the deployed model, which does)."""
+def test_reads_in_training_normalise_with_the_statistics_asked_for(tmp_path, tiny_model, reads, method):
+    """The training attack, the validation, the natural accuracy behind AutoLoRa's λ and the clean
+    target of TRADES's KL read the model in eval mode; with ``read_statistics="batch"`` no BatchNorm
+    layer normalises with running statistics until training has ended (the test evaluation serves
+    the deployed model, which does)."""
     data = prepare_data(DataConfig("digits", classes="0-3", limit_train=120, limit_test=20))
     tiny_model.reset_classifier(4)
-    config = TrainConfig(method="autolora", batch_size=32, threat=Threat(0.1), attack_steps=1, period_steps=1,
+    config = TrainConfig(method=method, batch_size=32, threat=Threat(0.1), attack_steps=1, period_steps=1,
                          epochs=2, read_statistics=reads, evaluation=EvalConfig(pgd_steps=1))  # fmt: skip
     run = RunDirectory(tmp_path / "run")
     run.open()

@@ -396,6 +396,8 @@ def test_the_paper_recipe_is_the_papers_algorithm():
     assert not autolora(default).build_objective().attack.batch_statistics
     with pytest.raises(ConfigError, match="read-statistics='eval' is invalid: choose one of: running, batch"):
         TrainConfig(method="autolora", read_statistics="eval")
+    with pytest.raises(ConfigError, match="read-statistics='batch' is invalid: twins keeps the source's statistics"):
+        TrainConfig(method="twins", read_statistics="batch")
     assert autolora(paper).build_schedule(0.1, 10).progress == "count"  # the paper's condition 1
     assert autolora(default).build_schedule(0.1, 10).progress == "mean"
     assert autolora(paper).build_schedule(0.1, 40).anneal_from == 40  # the paper ends where the cap cuts it

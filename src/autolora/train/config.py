@@ -106,6 +106,8 @@ class TrainConfig:
         self._check()
         if self.batchnorm != "training" and not method.learns_batchnorm:  # valid (checked above), not here
             raise ConfigError("batchnorm", self.batchnorm, f"{self.method} keeps the source's BatchNorm statistics")
+        if self.batch_statistics and not method.learns_batchnorm:
+            raise ConfigError("read-statistics", self.read_statistics, f"{self.method} keeps the source's statistics")
         if self.evaluation.threat not in (None, self.threat):
             raise ConfigError(
                 "evaluation.threat",

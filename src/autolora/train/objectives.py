@@ -56,8 +56,8 @@ class TradesObjective:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         inner = unwrap(model)
-        with evaluating(inner), torch.no_grad(), autocast(x.device, self.autocast):
-            clean_eval = inner(x)
+        with evaluating(inner, self.attack.batch_statistics), torch.no_grad(), autocast(x.device, self.autocast):
+            clean_eval = inner(x)  # the KL's target reads the model as the attack does
         x_adv = self.attack(inner, x, KLObjective(clean_eval))
         with autocast(x.device, self.autocast):
             z_nat = model(x)
