@@ -57,12 +57,13 @@ from autolora.train.progress import LogReporter
 VANILLA_LRS = (0.001, 0.01, 0.1)
 RECIPE_LR = get_method("autolora").defaults.lr  # where the default recipe starts its LR rule
 AUTOLORA_STARTS = (RECIPE_LR / 2, RECIPE_LR, 2 * RECIPE_LR)  # that start and a factor of 2 either side
-# the default recipe, the default before it, and the candidate for it measured last, with either tail
+# the default recipe, the default before it, and the candidates for it measured last
 JUDGED = (
     "autolora",
     "autolora (a decayed tail ends on its best iterate)",
     "autolora (the branch as a fixed teacher)",
     "autolora (a fixed teacher, a decayed tail ends on its mean)",
+    "autolora (a fixed teacher, reads on batch statistics)",
 )
 # the default's schedule until 2026-12-04 (a decayed tail ended on its best iterate): rows measured with it keep it
 BEST_ITERATE_TAIL = {"schedule": "auto-mean-anneal-or-average"}
