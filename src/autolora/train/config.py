@@ -182,8 +182,10 @@ class TrainConfig:
         steps: int | None = None,
         autocast: torch.dtype | None = None,
         noise: BatchNoise | None = None,
+        batch_statistics: bool = False,
     ) -> PGD:
-        """PGD in the run's threat model: ``attack_steps`` steps unless ``steps`` says otherwise."""
+        """PGD in the run's threat model: ``attack_steps`` steps unless ``steps`` says otherwise
+        (``batch_statistics``: for the reads during training, ``self.batch_statistics``)."""
         return PGD(
             self.threat.ball(),
             steps=self.attack_steps if steps is None else steps,
@@ -191,7 +193,7 @@ class TrainConfig:
             random_start=start,
             autocast=autocast,
             noise=noise,
-            batch_statistics=self.batch_statistics,
+            batch_statistics=batch_statistics,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -114,8 +114,9 @@ class Method(ABC):
 
     def training_attack(self) -> PGD:
         """The run's training attack, from the run's ``attack_start``, in its precision and random stream."""
-        start = RandomStart(self.config.attack_start)
-        return self.config.attack(start, autocast=self.config.autocast_dtype, noise=self.noise)
+        cfg = self.config
+        start = RandomStart(cfg.attack_start)
+        return cfg.attack(start, autocast=cfg.autocast_dtype, noise=self.noise, batch_statistics=cfg.batch_statistics)
 
     def prepare(self, model: ImageClassifier) -> None:  # noqa: B027 - an optional hook
         """Change the model before training (add branches, freeze parts); runs before the optimizer exists."""

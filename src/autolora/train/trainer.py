@@ -156,7 +156,8 @@ class Trainer:
         self.train_loader = self._training_loader(self.data.train, shuffle=True)
         self.val_loader = self._loader(self.data.val, 2 * cfg.batch_size)
         self.method.setup(MethodContext(self.data.train, self._loader, self.dist))
-        self.val_attack = cfg.attack(RandomStart.UNIFORM, steps=cfg.val_attack_steps, noise=self.noise)
+        self.val_attack = cfg.attack(RandomStart.UNIFORM, steps=cfg.val_attack_steps, noise=self.noise,
+                                     batch_statistics=cfg.batch_statistics)  # fmt: skip
 
     def _training_loader(self, images: ImageSet, shuffle: bool) -> BatchLoader:
         """This process's part of ``images`` as training steps see them: augmented, in batches that
