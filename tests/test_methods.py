@@ -173,6 +173,7 @@ def test_the_summary_budget_is_the_evaluated_budget(tmp_path, tiny_model):
     record = json.loads((tmp_path / "run" / "config.json").read_text())["training"]
     assert record["threat"] == {"norm": "L2", "eps": 0.5, "relative_step": 0.25}
     assert record["evaluation"]["threat"] == record["threat"]
+    assert (record["schedule"], record["lr"]) == (config.resolved_schedule, 0.01)  # what it followed, not None
 
 
 # ----------------------------------------------------------------- a method added from outside

@@ -533,11 +533,16 @@ class Trainer:
         results = evaluate(model, self.data.test, model.spec, evaluation, self.device, self.reporter.batches)
         self.timing.test += time.perf_counter() - started
         summary = self._summary(results, batchnorm_images)
-        save_run_model(self.run.path, model, self.architecture, self.record | {"training": self.config.to_dict()})
+        save_run_model(self.run.path, model, self.architecture, self.record | {"training": self._training_record()})
         write_json(self.run.file(SUMMARY), summary)
         self.finished = True
         self._save_state()
         return summary
+
+    def _training_record(self) -> dict[str, Any]:
+        """The settings as config.json records them: what the run followed where the settings left
+        it open (the recipe's LR schedule, the initial LR a range test found)."""
+        return self.config.to_dict() | {"schedule": self.config.resolved_schedule, "lr": self.schedule.initial_lr}
 
     def _summary(self, results: dict[str, Any], batchnorm_images: int) -> dict[str, Any]:
         best_epoch = self.schedule.best_epoch
