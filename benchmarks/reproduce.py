@@ -60,13 +60,16 @@ AUTOLORA_STARTS = (RECIPE_LR / 2, RECIPE_LR, 2 * RECIPE_LR)  # that start and a 
 # the default recipe, the default before it, and the candidates for it measured last
 JUDGED = (
     "autolora",
+    "autolora (the default before the fixed teacher)",
     "autolora (a decayed tail ends on its best iterate)",
     "autolora (the branch as a fixed teacher)",
     "autolora (a fixed teacher, a decayed tail ends on its mean)",
-    "autolora (a fixed teacher, reads on batch statistics)",
 )
 # the default's schedule until 2026-12-04 (a decayed tail ended on its best iterate): rows measured with it keep it
 BEST_ITERATE_TAIL = {"schedule": "auto-mean-anneal-or-average"}
+# the default's KL and eval-mode reads until 2026-12-05 (the paper's): rows measured with them keep them
+BEFORE_THE_TEACHER = {"fixed_teacher": False, "read_statistics": "running"}
+BEFORE_THE_TEACHER_ROW = "autolora (the default before the fixed teacher)"
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 
 
@@ -101,21 +104,21 @@ class Run:
 def variant(name: str, method: str = "autolora", lr: float | None = None, **settings: Any) -> Run:
     """A row that sets some of the recipe's settings (``TrainConfig`` fields) itself. Its deployed
     model keeps the BatchNorm statistics training left, and AutoLoRa's two paths share one set and
-    its decayed tail ends on its best iterate, unless it says otherwise: the ablations were measured
-    so, before the re-estimate, the natural path's own statistics and the decayed tail's mean became
-    AutoLoRa's default."""
-    earlier = {"natural_batchnorm": "shared", **BEST_ITERATE_TAIL} if method == "autolora" else {}
+    its decayed tail ends on its best iterate, its KL moving both paths, its reads on running statistics,
+    unless it says otherwise: the ablations were measured so, before the re-estimate, the natural
+    path's own statistics, the decayed tail's mean and the fixed teacher became AutoLoRa's default."""
+    earlier = {"natural_batchnorm": "shared", **BEST_ITERATE_TAIL, **BEFORE_THE_TEACHER} if method == "autolora" else {}
     return Run(name, method, lr, settings={"batchnorm": "training", **earlier, **settings})
 
 
 def before_the_tail_mean(name: str, **settings: Any) -> Run:
     """A row of AutoLoRa's default recipe measured while its decayed tail ended on its best iterate."""
-    return Run(name, "autolora", settings={**BEST_ITERATE_TAIL, **settings})
+    return Run(name, "autolora", settings={**BEST_ITERATE_TAIL, **BEFORE_THE_TEACHER, **settings})
 
 
 def _start_run(lr: float) -> str:
-    """The row of AutoLoRa's default recipe with its LR rule started at ``lr``."""
-    return "autolora" if lr == RECIPE_LR else f"autolora (start LR {lr:g})"
+    """The row of AutoLoRa's default recipe before the fixed teacher with its LR rule started at ``lr``."""
+    return BEFORE_THE_TEACHER_ROW if lr == RECIPE_LR else f"autolora (start LR {lr:g})"
 
 
 RUNS = [
@@ -124,6 +127,7 @@ RUNS = [
     Run("roli", "roli"),
     Run("autolora (paper)", "autolora", recipe="paper"),
     Run("autolora", "autolora"),
+    Run(BEFORE_THE_TEACHER_ROW, "autolora", settings=BEFORE_THE_TEACHER),  # the default until 2026-12-05
     variant("autolora (BatchNorm statistics as trained)"),  # the default before the re-estimate
     variant("vanilla lr=0.1 (BatchNorm recomputed)", "vanilla", 0.1, batchnorm="recomputed"),  # does vanilla gain too?
     variant(
@@ -148,18 +152,21 @@ RUNS = [
     variant("autolora (weight average, 1 epoch)", average_epochs=1),
     variant("autolora (clean share 0.5)", clean_share=0.5),  # half the deployed path's CE on clean images
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
-    *(Run(_start_run(lr), "autolora", lr) for lr in AUTOLORA_STARTS if lr != RECIPE_LR),  # the one LR the default fixes
+    # the one LR the default fixes
+    *(Run(_start_run(lr), "autolora", lr, settings=BEFORE_THE_TEACHER) for lr in AUTOLORA_STARTS if lr != RECIPE_LR),
     # with all labels on the poor source the KL holds the branch at the deployed path's clean accuracy
     before_the_tail_mean("autolora (the branch as a fixed teacher)", fixed_teacher=True),
-    Run("autolora (a fixed teacher, a decayed tail ends on its mean)", "autolora", settings={"fixed_teacher": True}),
-    # the running statistics lag the weights at LR 0.1: the attack, λ and the validation read batch statistics
-    Run("autolora (reads on batch statistics)", "autolora", settings={"read_statistics": "batch"}),
-    # the fixed teacher's collapses at 300 labels were eval-mode reads (validation clean accuracy at chance)
     Run(
-        "autolora (a fixed teacher, reads on batch statistics)",
+        "autolora (a fixed teacher, a decayed tail ends on its mean)",
         "autolora",
-        settings={"fixed_teacher": True, "read_statistics": "batch"},
+        settings={**BEFORE_THE_TEACHER, "fixed_teacher": True},
     ),
+    # the running statistics lag the weights at LR 0.1: the attack, λ and the validation read batch statistics
+    Run(
+        "autolora (reads on batch statistics)", "autolora", settings={**BEFORE_THE_TEACHER, "read_statistics": "batch"}
+    ),
+    # the fixed teacher's collapses at 300 labels were eval-mode reads: with batch statistics, the default since
+    # 2026-12-05, "autolora" above (its rows were measured as "autolora (a fixed teacher, reads on batch statistics)")
 ]
 
 
@@ -267,7 +274,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         # out of date (a row without one, from before 2026-12-05, is taken as current; one trained
         # under another name that makes the same run says so in `schedule_as_trained`).
         before = {"batchnorm": "training", "attack_start": get_method(run.method).attack_start,
-                  "natural_batchnorm": "shared", "read_statistics": "running"}  # fmt: skip
+                  "natural_batchnorm": "shared", "read_statistics": "running", "fixed_teacher": False}  # fmt: skip
         recorded = {name: row.get(name, value) for name, value in before.items()}
         recorded["resolved_schedule"] = row.get("schedule", config.resolved_schedule)
         current = same_size and all(value == getattr(config, name) for name, value in recorded.items())
@@ -294,7 +301,8 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
                                        "attack_passes", "n_test", "data", "head_start", "attack_start", "batchnorm",
-                                       "batchnorm_images", "natural_batchnorm", "read_statistics")},
+                                       "batchnorm_images", "natural_batchnorm", "read_statistics",
+                                       "fixed_teacher")},
         # a summary older than its "schedule" is of a run that resumed, so its state had the same one
         "schedule": summary.get("schedule", config.resolved_schedule),
     }  # fmt: skip

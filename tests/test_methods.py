@@ -386,15 +386,15 @@ def test_the_paper_recipe_is_the_papers_algorithm():
             TrainConfig(**wrong)
     autolora = get_method("autolora")
     assert autolora(TrainConfig(method="autolora", clean_share=0.5)).build_objective().clean_share == 0.5
-    assert default.fixed_teacher is paper.fixed_teacher is False  # the paper's KL moves both paths
-    assert autolora(TrainConfig(method="autolora", fixed_teacher=True)).build_objective().fixed_teacher
+    assert paper.fixed_teacher is False and default.fixed_teacher is True  # the paper's KL moves both paths
+    assert autolora(default).build_objective().fixed_teacher
+    assert not autolora(TrainConfig(method="autolora", fixed_teacher=False)).build_objective().fixed_teacher
     for wrong in ({"method": "vanilla", "fixed_teacher": True}, {"method": "autolora", "fixed_teacher": "yes"}):
         with pytest.raises(ConfigError, match="fixed-teacher"):
             TrainConfig(**wrong)
-    assert default.read_statistics == paper.read_statistics == "running"  # the paper's eval-mode reads
-    batch = TrainConfig(method="autolora", read_statistics="batch")
-    assert batch.batch_statistics and autolora(batch).build_objective().attack.batch_statistics
-    assert not autolora(default).build_objective().attack.batch_statistics
+    assert (paper.read_statistics, default.read_statistics) == ("running", "batch")  # the paper's eval-mode reads
+    assert default.batch_statistics and autolora(default).build_objective().attack.batch_statistics
+    assert not autolora(paper).build_objective().attack.batch_statistics
     with pytest.raises(ConfigError, match="read-statistics='eval' is invalid: choose one of: running, batch"):
         TrainConfig(method="autolora", read_statistics="eval")
     with pytest.raises(ConfigError, match="read-statistics='batch' is invalid: twins keeps the source's statistics"):

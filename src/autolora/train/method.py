@@ -177,6 +177,7 @@ class Method(ABC):
             + ("" if d.batchnorm == "training" else ", BatchNorm statistics re-estimated at the end")
             + ("" if d.attack_start in (None, cls.attack_start) else f", training attack from a {d.attack_start} start")
             + ("" if d.natural_batchnorm == "shared" else ", the natural path's own BatchNorm statistics")
+            + ("" if not d.fixed_teacher else ", the natural branch as a fixed teacher")
             + ("" if d.read_statistics == "running" else ", reads in training on batch statistics")
             + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
         }

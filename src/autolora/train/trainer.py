@@ -569,6 +569,7 @@ class Trainer:
             "attack_start": self.config.attack_start,
             "natural_batchnorm": self.config.natural_batchnorm,
             "read_statistics": self.config.read_statistics,
+            "fixed_teacher": self.config.fixed_teacher,
             "batchnorm": self.config.batchnorm,
             "batchnorm_images": batchnorm_images,
             "data": self.data.sizes(),

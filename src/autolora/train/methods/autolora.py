@@ -155,6 +155,8 @@ class AutoLoRa(Method):
         val_attack_loss="dlr",
         batchnorm="recomputed",
         natural_batchnorm="own",
+        fixed_teacher=True,
+        read_statistics="batch",
     )  # see docs/method.md, "The default recipe", for why each differs from the paper
     recipes = {"paper": MethodDefaults(lr=0.1, epochs=60, schedule="auto", decides_length=True)}
     columns = ("lambda1", "lambda2", "nat_branch_acc")
