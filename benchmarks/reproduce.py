@@ -259,25 +259,32 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "_" for c in name).strip("_")
 
 
+def measured_as_asked(row: dict[str, Any], run: Run, config: TrainConfig, size: Size) -> bool:
+    """Whether a row was trained as its run now asks; one that was not is finished again from its run
+    directory, or trained again where it has none of its own.
+
+    A row written before it recorded a setting had the value every run had then (statistics as
+    trained, the method's own start, one set of statistics for both of AutoLoRa's paths, reads on
+    running statistics, the paper's KL). The schedule is the one the row's numbers stand for, its
+    recipe's where the run named none, so a recipe's new schedule makes its rows out of date (a row
+    without one, from before 2026-12-05, is taken as current; one trained under another name that
+    makes the same run says so in `schedule_as_trained`).
+    """
+    same_size = row.get("size", FULL.__dict__) == size.__dict__  # rows without one are full-size runs
+    before = {"batchnorm": "training", "attack_start": get_method(run.method).attack_start,
+              "natural_batchnorm": "shared", "read_statistics": "running", "fixed_teacher": False}  # fmt: skip
+    recorded = {name: row.get(name, value) for name, value in before.items()}
+    recorded["resolved_schedule"] = row.get("schedule", config.resolved_schedule)
+    return same_size and all(value == getattr(config, name) for name, value in recorded.items())
+
+
 def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path, autoattack: bool) -> dict[str, Any]:
     """Train and evaluate one run (resuming it if interrupted); its row is written when it ends."""
     row_path = out / "rows" / task.name / budget / f"seed{seed}" / f"{slug(run.name)}.json"
     config = train_config(run, size, seed, autoattack)
     if row_path.exists():
         row = read_json(row_path)
-        same_size = row.get("size", FULL.__dict__) == size.__dict__  # rows without one are full-size runs
-        # a row finished or trained otherwise than the run now asks is finished again from its run
-        # directory, or trained again where it has none of its own; a row written before it recorded a
-        # setting had the value every run had then (statistics as trained, the method's own start, one
-        # set of statistics for both of AutoLoRa's paths). The schedule is the one the row's numbers
-        # stand for, its recipe's where the run named none, so a recipe's new schedule makes its rows
-        # out of date (a row without one, from before 2026-12-05, is taken as current; one trained
-        # under another name that makes the same run says so in `schedule_as_trained`).
-        before = {"batchnorm": "training", "attack_start": get_method(run.method).attack_start,
-                  "natural_batchnorm": "shared", "read_statistics": "running", "fixed_teacher": False}  # fmt: skip
-        recorded = {name: row.get(name, value) for name, value in before.items()}
-        recorded["resolved_schedule"] = row.get("schedule", config.resolved_schedule)
-        current = same_size and all(value == getattr(config, name) for name, value in recorded.items())
+        current = measured_as_asked(row, run, config, size)
         if current and (row.get("autoattack") or not autoattack):
             return row
         if current and (Path(row["dir"]) / "summary.json").exists():

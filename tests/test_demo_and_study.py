@@ -116,6 +116,15 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     assert default["batchnorm"] == "recomputed" and default["batchnorm_images"] > 0
     autolora = study.get_method("autolora")
     assert default["schedule"] == autolora.defaults.schedule  # the recipe's, recorded though the run named none
+    assert default["fixed_teacher"] is True and default["read_statistics"] == "batch"  # the recipe's, recorded
+    (default_run,) = (r for r in runs if r.name == "autolora")
+    config = study.train_config(default_run, tiny, 0, True)
+    assert study.measured_as_asked(default, default_run, config, tiny)
+    for before in ({"fixed_teacher": False}, {"read_statistics": "running"}):  # a row of the default before it
+        assert not study.measured_as_asked(default | before, default_run, config, tiny)
+    assert not study.measured_as_asked(
+        {k: v for k, v in default.items() if k != "fixed_teacher"}, default_run, config, tiny
+    )  # a row from before rows recorded it had the paper's KL
     # a recipe whose schedule changes makes its rows out of date: the study does not take them as
     # measured, and their run directory, trained with the old schedule, refuses to finish with the new
     with monkeypatch.context() as patch, pytest.raises(CheckpointError, match="written with other settings"):
