@@ -68,18 +68,36 @@ def test_reproduction_study_quick_mode(tmp_path):
     assert again.returncode == 0 and "== digits" not in again.stdout
 
 
-def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
-    """A seconds-long run of the study's own code: every fine-tuning method on one task."""
+def load_study():
+    """``benchmarks/reproduce.py`` as a module."""
     import importlib.util
-
-    # on the CPU: the byte-identical twins below need deterministic training, which CUDA kernels
-    # do not give (seen failing on an H200 with `device="auto"`)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
     spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
     study = importlib.util.module_from_spec(spec)
     sys.modules["reproduce"] = study  # dataclasses look their module up there
     spec.loader.exec_module(study)
+    return study
+
+
+def test_every_committed_study_row_stands_for_the_run_it_names():
+    """A changed default renames its rows (the default before it keeps its numbers under its own name):
+    a committed row its run would train again, or one of a run no longer defined, fails here."""
+    study = load_study()
+    runs = {run.name: run for run in study.RUNS}
+    rows = [json.loads(p.read_text()) for p in (ROOT / "benchmarks" / "results" / "study" / "rows").rglob("*.json")]
+    assert len(rows) > 100
+    for row in rows:
+        run = runs[row["run"]]
+        size = study.Size(**row["size"]) if "size" in row else study.FULL
+        assert study.measured_as_asked(row, run, study.train_config(run, size, row["seed"], False), size), row["dir"]
+
+
+def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
+    """A seconds-long run of the study's own code: every fine-tuning method on one task."""
+    # on the CPU: the byte-identical twins below need deterministic training, which CUDA kernels
+    # do not give (seen failing on an H200 with `device="auto"`)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    study = load_study()
     tiny = study.Size(None, 1, 1, 20, 8, "fast", 1, 1)
     chosen = study.select_runs("autolora (CE validation, budget checkpoints),vanilla lr=0.1")
     assert [r.name for r in chosen] == ["vanilla lr=0.1", "autolora (CE validation, budget checkpoints)"]
