@@ -52,6 +52,7 @@ from autolora.report.plots import plt, save_figure
 from autolora.run_settings import resolve_settings
 from autolora.runtime import machine
 from autolora.train import TrainConfig, get_method
+from autolora.train.config import settings_before_they_existed
 from autolora.train.progress import LogReporter
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
@@ -71,6 +72,8 @@ BEST_ITERATE_TAIL = {"schedule": "auto-mean-anneal-or-average"}
 BEFORE_THE_TEACHER = {"fixed_teacher": False, "read_statistics": "running"}
 BEFORE_THE_TEACHER_ROW = "autolora (the default before the fixed teacher)"
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
+# the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
+ROW_SETTINGS = ("attack_start", "batchnorm", "natural_batchnorm", "read_statistics", "fixed_teacher")
 
 
 @dataclass(frozen=True)
@@ -271,9 +274,8 @@ def measured_as_asked(row: dict[str, Any], run: Run, config: TrainConfig, size: 
     makes the same run says so in `schedule_as_trained`).
     """
     same_size = row.get("size", FULL.__dict__) == size.__dict__  # rows without one are full-size runs
-    before = {"batchnorm": "training", "attack_start": get_method(run.method).attack_start,
-              "natural_batchnorm": "shared", "read_statistics": "running", "fixed_teacher": False}  # fmt: skip
-    recorded = {name: row.get(name, value) for name, value in before.items()}
+    before = settings_before_they_existed(run.method) | {"batchnorm": "training"}
+    recorded = {name: row.get(name, before[name]) for name in ROW_SETTINGS}
     recorded["resolved_schedule"] = row.get("schedule", config.resolved_schedule)
     return same_size and all(value == getattr(config, name) for name, value in recorded.items())
 
@@ -307,9 +309,8 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         "source_sha256": file_digest(source / "model.safetensors"),  # sources trained by the script differ by machine
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
-                                       "attack_passes", "n_test", "data", "head_start", "attack_start", "batchnorm",
-                                       "batchnorm_images", "natural_batchnorm", "read_statistics",
-                                       "fixed_teacher")},
+                                       "attack_passes", "n_test", "data", "head_start", "batchnorm_images",
+                                       *ROW_SETTINGS)},
         # a summary older than its "schedule" is of a run that resumed, so its state had the same one
         "schedule": summary.get("schedule", config.resolved_schedule),
     }  # fmt: skip
