@@ -157,6 +157,8 @@ RUNS = [
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
     # the one LR the default fixes
     *(Run(_start_run(lr), "autolora", lr, settings=BEFORE_THE_TEACHER) for lr in AUTOLORA_STARTS if lr != RECIPE_LR),
+    # the same factor of 2 either side under the default since 2026-12-05 (the fixed teacher with batch reads)
+    *(Run(f"autolora (start LR {lr:g}, fixed teacher)", "autolora", lr) for lr in AUTOLORA_STARTS if lr != RECIPE_LR),
     # the start chosen by an LR range test on the training objective, under the default since 2026-12-05
     Run("autolora (range-test start)", "autolora", settings={"find_lr": True}),
     # with all labels on the poor source the KL holds the branch at the deployed path's clean accuracy
