@@ -53,7 +53,7 @@ def finish_on_whole_mean(row: dict[str, Any], out: Path) -> dict[str, Any]:
         (copy / "summary.json").unlink()  # a finished state without a summary is finished again
         task, size = reproduce.TASKS[row["task"]], reproduce.FULL
         study_out = Path(*Path(row["dir"]).parts[:2])  # the study's --out, which holds its sources
-        default = next(r for r in reproduce.RUNS if r.name == "autolora")
+        (default,) = reproduce.select_runs("autolora")
         config = reproduce.train_config(default, size, row["seed"], autoattack=False)
         reproduce.api.finetune(task.source(size, study_out), task.data(reproduce.BUDGETS[row["budget"]], size,
                                row["seed"]), config, copy, resume=True, reporter=reproduce.LogReporter())  # fmt: skip
