@@ -165,14 +165,17 @@ RUNS = [
     Run("autolora (uniform start, fixed teacher)", "autolora", settings={"attack_start": "uniform"}),
     # each departure of the default since 2026-12-05 from the paper taken back alone (the fixed teacher and the
     # batch reads have theirs above): does each still earn its place?
-    *(Run(f"autolora without {departure}", "autolora", settings=settings) for departure, settings in (
-        ("the 8-step period", {"period_steps": 1}),
-        ("the robust loss", {"val_metric": "robust_acc"}),
-        ("DLR validation", {"val_attack_loss": "ce"}),
-        ("the tail", {"schedule": "auto-mean"}),
-        ("the re-estimate", {"batchnorm": "training"}),
-        ("own natural statistics", {"natural_batchnorm": "shared"}),
-    )),  # fmt: skip
+    *(
+        Run(f"autolora without {departure}", "autolora", settings=settings)
+        for departure, settings in (
+            ("the 8-step period", {"period_steps": 1}),
+            ("the robust loss", {"val_metric": "robust_acc"}),
+            ("DLR validation", {"val_attack_loss": "ce"}),
+            ("the tail", {"schedule": "auto-mean"}),
+            ("the re-estimate", {"batchnorm": "training"}),
+            ("own natural statistics", {"natural_batchnorm": "shared"}),
+        )
+    ),
     # with all labels on the poor source the KL holds the branch at the deployed path's clean accuracy
     before_the_tail_mean("autolora (the branch as a fixed teacher)", fixed_teacher=True),
     Run(
