@@ -74,6 +74,9 @@ BEFORE_THE_TEACHER_ROW = "autolora (the default before the fixed teacher)"
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 # the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
 ROW_SETTINGS = ("attack_start", "batchnorm", "natural_batchnorm", "read_statistics", "fixed_teacher")
+# the rule's and the tail's settings, recorded by rows since 2026-12-05 (the leave-one-out rows set them); a row
+# from before took its run's (every committed row's passes per epoch match its run's period)
+RULE_SETTINGS = ("period_steps", "val_metric", "val_attack_loss", "average_epochs", "clean_share")
 
 
 @dataclass(frozen=True)
@@ -290,13 +293,16 @@ def measured_as_asked(row: dict[str, Any], run: Run, config: TrainConfig, size: 
     running statistics, the paper's KL). The schedule is the one the row's numbers stand for, its
     recipe's where the run named none, so a recipe's new schedule makes its rows out of date (a row
     without one, from before 2026-12-05, is taken as current; one trained under another name that
-    makes the same run says so in `schedule_as_trained`).
+    makes the same run says so in `schedule_as_trained`). So are the rule's settings (``RULE_SETTINGS``)
+    of a row from before it recorded them; the LR it started at (``initial_lr``) every row records.
     """
     same_size = row.get("size", FULL.__dict__) == size.__dict__  # rows without one are full-size runs
     before = settings_before_they_existed(run.method) | {"batchnorm": "training"}
     recorded = {name: row.get(name, before[name]) for name in ROW_SETTINGS}
+    recorded |= {name: row.get(name, getattr(config, name)) for name in RULE_SETTINGS}
     recorded["resolved_schedule"] = row.get("schedule", config.resolved_schedule)
-    return same_size and all(value == getattr(config, name) for name, value in recorded.items())
+    same_lr = config.lr is None or config.find_lr or row.get("initial_lr") == config.lr
+    return same_size and same_lr and all(value == getattr(config, name) for name, value in recorded.items())
 
 
 def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path, autoattack: bool) -> dict[str, Any]:
@@ -329,7 +335,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
                                        "attack_passes", "n_test", "data", "head_start", "batchnorm_images",
-                                       *ROW_SETTINGS)},
+                                       *ROW_SETTINGS, *RULE_SETTINGS)},
         # a summary older than its "schedule" is of a run that resumed, so its state had the same one
         "schedule": summary.get("schedule", config.resolved_schedule),
     }  # fmt: skip

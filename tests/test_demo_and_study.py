@@ -140,6 +140,10 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     assert study.measured_as_asked(default, default_run, config, tiny)
     for before in ({"fixed_teacher": False}, {"read_statistics": "running"}):  # a row of the default before it
         assert not study.measured_as_asked(default | before, default_run, config, tiny)
+    assert default["period_steps"] == 8 and default["val_metric"] == "robust_loss"  # the recipe's, recorded
+    for taken_back in ({"period_steps": 1}, {"val_metric": "robust_acc"}, {"val_attack_loss": "ce"},
+                       {"initial_lr": 0.2}):  # fmt: skip
+        assert not study.measured_as_asked(default | taken_back, default_run, config, tiny)  # a leave-one-out row
     assert not study.measured_as_asked(
         {k: v for k, v in default.items() if k != "fixed_teacher"}, default_run, config, tiny
     )  # a row from before rows recorded it had the paper's KL
