@@ -74,8 +74,9 @@ BEFORE_THE_TEACHER_ROW = "autolora (the default before the fixed teacher)"
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 # the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
 ROW_SETTINGS = ("attack_start", "batchnorm", "natural_batchnorm", "read_statistics", "fixed_teacher")
-# the rule's and the tail's settings, recorded by rows since 2026-12-05 (the leave-one-out rows set them); a row
-# from before took its run's (every committed row's passes per epoch match its run's period)
+# the rule's, the tail's and the loss's settings, recorded by rows since 2026-12-05 (the leave-one-out rows set
+# them); a row from before took its run's (every committed row's passes per epoch match its run's period), not the
+# value before the setting existed: rows such as "autolora (clean share 0.5)" set one without recording it
 RULE_SETTINGS = ("period_steps", "val_metric", "val_attack_loss", "average_epochs", "clean_share")
 
 
