@@ -47,6 +47,14 @@ LR_SEARCH_ORDER = 1_000  # its data orders: keys -(1000 + pass), apart from the 
 BATCHNORM_KEYS = 3 * NOISE_STREAM // 4  # the random starts of the BatchNorm re-estimate: epoch 0's stream too
 
 
+def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of every method: SGD with the run's momentum and weight decay (the paper's). Its
+    LR is the schedule's, which sets it before every epoch; an LR still to be found starts at the
+    range test's top, which the found one replaces before the first step."""
+    lr = config.lr or RangeTest().lr_max
+    return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
 @dataclass
 class Timing:
     """Seconds spent in each phase, summed over the run (and over resumes)."""
@@ -120,12 +128,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self.finished = False  # the test evaluation ran and the run's files are written
         self._prepare_model()
-        self.optimizer = torch.optim.SGD(
-            list(self.method.parameters(self.model)),
-            lr=config.lr or RangeTest().lr_max,  # a found LR replaces it before the first step
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
+        self.optimizer = build_optimizer(list(self.method.parameters(self.model)), config)
         self.best_state = snapshot(self.model)
         self._build_loaders()
         self.average = WeightAverage(self.model, self._average_horizon())
