@@ -68,15 +68,20 @@ def test_reproduction_study_quick_mode(tmp_path):
     assert again.returncode == 0 and "== digits" not in again.stdout
 
 
-def load_study():
-    """``benchmarks/reproduce.py`` as a module."""
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
-    study = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = study  # dataclasses look their module up there
-    spec.loader.exec_module(study)
-    return study
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there, and benchmarks import the study so
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_study():
+    """``benchmarks/reproduce.py`` as a module."""
+    return load_benchmark("reproduce")
 
 
 def test_every_committed_study_row_stands_for_the_run_it_names():
@@ -160,3 +165,44 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     study.run_study(["digits"], ["300"], [0], count_rule, tiny, tmp_path, autoattack=False)
     (twin,) = study.run_study(["digits"], ["300"], [0], count_rule, tiny, tmp_path, autoattack=True)
     assert twin["autoattack_of"] == measured["run"] and twin["autoattack_acc"] == measured["autoattack_acc"]
+
+
+def test_the_parameter_free_benchmark_trains_with_the_optimizer_it_names(tmp_path, tiny_model):
+    """``benchmarks/parameter_free_steps.py`` swaps the trainer's optimizer for the run's length only,
+    and records the step size of every optimizer step (here a stand-in: the packages are an extra)."""
+    from autolora import api
+    from autolora.attacks import Threat
+    from autolora.data import DataConfig
+    from autolora.eval import EvalConfig
+    from autolora.models import save_run_model
+    from autolora.train import TrainConfig
+    from autolora.train import trainer as training
+
+    load_study()
+    bench = load_benchmark("parameter_free_steps")
+    built = []
+
+    def stand_in(parameters, config):  # SGD that says its step size as DoG does
+        optimizer = torch.optim.SGD(parameters, lr=config.lr)
+        optimizer.param_groups[0]["eta"] = [torch.tensor(0.25), torch.tensor(0.5)]
+        built.append(optimizer)
+        return optimizer
+
+    source = tmp_path / "source"
+    save_run_model(source, tiny_model, "resnet8")
+    data = DataConfig("digits", classes="0-3", limit_train=120, limit_test=24)
+    config = TrainConfig(method="autolora", lr=0.2, epochs=2, batch_size=32, threat=Threat(0.1), attack_steps=1,
+                         period_steps=1, evaluation=EvalConfig(pgd_steps=1))  # fmt: skip
+    trace = []
+    with bench.optimizer_traced(stand_in, trace):
+        summary = api.finetune(source, data, config, tmp_path / "run", device="cpu")
+    assert len(built) == 1 and len(trace) == summary["optimizer_steps"] > 0
+    assert {step["step_size"] for step in trace} == {0.375} and trace[0]["multiplier"] == 0.2
+    assert bench.summarise(trace)["largest"] == 0.375  # the median of its two tensors
+    assert isinstance(training.build_optimizer(list(tiny_model.parameters()), config), torch.optim.SGD)
+    assert bench.run_of("default").name == "autolora" and bench.run_of("dog").lr == 1.0
+    result, row = tmp_path / "result.json", {"optimizer": "dog", "task": "digits", "budget": "300", "seed": 0}
+    result.write_text(json.dumps(bench.merged(result, [row | {"clean_acc": 0.5}], {"seeds": "0"})))
+    again = bench.merged(result, [row | {"clean_acc": 0.6}, row | {"seed": 1, "clean_acc": 0.5}], {"seeds": "0,1"})
+    assert len(again["invocations"]) == 2  # a later invocation adds its rows, and replaces a row it measured again
+    assert sorted((r["seed"], r["clean_acc"]) for r in again["rows"]) == [(0, 0.6), (1, 0.5)]

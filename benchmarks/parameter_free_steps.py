@@ -1,0 +1,172 @@
+"""Can a parameter-free optimizer choose AutoLoRa's step size? The default recipe with SGD replaced.
+
+Issue 13 asks for the initial LR to be chosen automatically. Optimizers built for exactly that set
+their step size from what the run has done so far, with no LR to give:
+
+- ``dog``: DoG (Ivgi, Hinder and Carmon, ICML 2023): SGD without momentum whose step is the largest
+  distance travelled from the start over the root of the summed squared gradient norms, one step size
+  for all parameters (``dog-optimizer``, its authors' package; ``reps_rel=1e-4``, their advice for
+  networks with BatchNorm);
+- ``ldog``: the same per parameter tensor (their L-DoG);
+- ``dadapt-sgd``: D-Adaptation's SGD (Defazio and Mishchenko, ICML 2023) with the recipe's momentum
+  0.9 (``dadaptation``, its authors' package; ``d0=1e-6``, theirs).
+
+Each replaces the training optimizer of the study's default row ("autolora") and nothing else: the
+LR rule, the tail and the model selection act on the optimizer's LR, which here is the multiplier
+its authors ask to leave at 1 (DoG's c, D-Adaptation's lr), so the rule halves that multiplier.
+Every step's effective step size is recorded (``step_sizes.json`` in the run's directory). The
+default itself is run beside them (``--optimizers default``), so every comparison is on one machine.
+
+    pip install -e '.[optimizers]'
+    python benchmarks/parameter_free_steps.py [--optimizers default,dog,ldog,dadapt-sgd]
+        [--tasks digits-to-fashion] [--budgets 300,1000] [--seeds 0,1,2] [--out runs/parameter_free]
+
+Rows land in OUT/rows as the study's do (``reproduce.py --report-only --out OUT`` tabulates them);
+OUT/parameter_free_steps.json has every row with its step sizes (first, largest, at each quarter of
+the run, last), and each invocation's machine and settings (rows of later invocations are added).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+from torch import nn
+
+import reproduce
+from autolora.fileio import read_json, write_json
+from autolora.runtime import machine
+from autolora.train import trainer as training
+from autolora.train.config import TrainConfig
+
+STEP_SIZES = "step_sizes.json"
+RESULT = "parameter_free_steps.json"
+Factory = Callable[[list[nn.Parameter], TrainConfig], torch.optim.Optimizer]
+
+
+def _dog(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    from dog import DoG
+
+    return DoG(parameters, lr=config.lr, weight_decay=config.weight_decay, reps_rel=1e-4)
+
+
+def _ldog(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    from dog import LDoG
+
+    return LDoG(parameters, lr=config.lr, weight_decay=config.weight_decay, reps_rel=1e-4)
+
+
+def _dadapt_sgd(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    from dadaptation import DAdaptSGD
+
+    return DAdaptSGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _step_size(group: dict[str, Any]) -> float:
+    """How far a step moves the weights along a gradient of unit norm, once momentum has built up:
+    DoG's eta (it has no momentum), the median of L-DoG's over its tensors, D-Adaptation's d times
+    its LR over the first gradient's norm (the step of the sequence its momentum averages). SGD at
+    the recipe's LR 0.1 with momentum 0.9 moves 1.0."""
+    if "eta" in group:
+        return float(torch.stack([torch.as_tensor(eta).reshape(-1) for eta in group["eta"]]).float().quantile(0.5))
+    return float(group["d"] * group["lr"] / group["g0_norm"])
+
+
+OPTIMIZERS: dict[str, Factory] = {"dog": _dog, "ldog": _ldog, "dadapt-sgd": _dadapt_sgd}
+
+
+@contextlib.contextmanager
+def optimizer_traced(factory: Factory, trace: list[dict[str, float]]) -> Iterator[None]:
+    """Runs started inside train with ``factory``'s optimizer; every step appends its step size."""
+
+    def traced(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+        optimizer = factory(parameters, config)
+
+        def record(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            group = optimizer.param_groups[0]
+            trace.append({"multiplier": group["lr"], "step_size": _step_size(group)})
+
+        optimizer.register_step_post_hook(record)
+        return optimizer
+
+    with mock.patch.object(training, "build_optimizer", traced):
+        yield
+
+
+def run_of(name: str) -> reproduce.Run:
+    """The study's default row, or that row with the optimizer ``name`` at its multiplier of 1."""
+    if name == "default":
+        return next(run for run in reproduce.RUNS if run.name == "autolora")
+    return reproduce.Run(f"autolora ({name} step sizes)", "autolora", 1.0)
+
+
+def summarise(trace: list[dict[str, float]]) -> dict[str, Any]:
+    sizes = [step["step_size"] for step in trace]
+    quarters = [sizes[min(len(sizes) - 1, len(sizes) * q // 4)] for q in (1, 2, 3)]
+    return {"first": sizes[0], "largest": max(sizes), "at_quarters": quarters, "last": sizes[-1], "steps": len(sizes)}
+
+
+def measure(name: str, task: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
+    run = run_of(name)
+    trace: list[dict[str, float]] = []
+    if name == "default":
+        row = reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, out, autoattack=False)
+        return {"optimizer": name, **row}
+    with optimizer_traced(OPTIMIZERS[name], trace):
+        row = reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, out, autoattack=False)
+    sizes_path = Path(row["dir"]) / STEP_SIZES
+    if trace:  # trained now (a finished row is not trained again)
+        write_json(sizes_path, trace)
+    return {"optimizer": name, **row, "step_sizes": summarise(read_json(sizes_path))}
+
+
+def described(row: dict[str, Any]) -> str:
+    shown = f"clean {100 * row['clean_acc']:.1f}  PGD-20 {100 * row['pgd_acc']:.1f}"
+    if sizes := row.get("step_sizes"):
+        shown += f"  step sizes {sizes['first']:.3g} -> {sizes['largest']:.3g} -> {sizes['last']:.3g}"
+    return shown
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--optimizers", default="default," + ",".join(OPTIMIZERS))
+    parser.add_argument("--tasks", default="digits-to-fashion")
+    parser.add_argument("--budgets", default="300,1000")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", type=Path, default=Path("runs/parameter_free"))
+    args = parser.parse_args()
+    names = args.optimizers.split(",")
+    if unknown := [name for name in names if name != "default" and name not in OPTIMIZERS]:
+        parser.error(f"unknown optimizer {unknown[0]!r}; choose from default, {', '.join(OPTIMIZERS)}")
+    rows = []
+    for task in args.tasks.split(","):
+        for budget in args.budgets.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                for name in names:
+                    row = measure(name, task, budget, seed, args.out)
+                    print(f"{task} {budget} seed {seed} {name}: {described(row)}", flush=True)
+                    rows.append(row)
+    write_json(args.out / RESULT, merged(args.out / RESULT, rows, vars(args) | {"out": str(args.out)}))
+
+
+def merged(path: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """The result file with these rows added (a row of the same run, task, budget and seed replaced),
+    so that invocations over different cells make one file."""
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return row["optimizer"], row["task"], row["budget"], row["seed"]
+
+    before = read_json(path) if path.exists() else {"invocations": [], "rows": []}
+    found = {key(row): row for row in [*before["rows"], *rows]}
+    invocations = [*before["invocations"], {"machine": machine(), "settings": settings}]
+    return json.loads(json.dumps({"invocations": invocations, "rows": list(found.values())}, default=str))
+
+
+if __name__ == "__main__":
+    main()
