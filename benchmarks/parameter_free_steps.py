@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,6 +80,11 @@ def _step_size(group: dict[str, Any]) -> float:
 
 
 OPTIMIZERS: dict[str, Factory] = {"dog": _dog, "ldog": _ldog, "dadapt-sgd": _dadapt_sgd}
+PACKAGES = {"dog": "dog", "ldog": "dog", "dadapt-sgd": "dadaptation"}  # the module each one imports
+
+
+def installed() -> set[str]:
+    return {module for module in set(PACKAGES.values()) if importlib.util.find_spec(module) is not None}
 
 
 @contextlib.contextmanager
@@ -113,13 +119,12 @@ def summarise(trace: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def measure(name: str, task: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
-    run = run_of(name)
     trace: list[dict[str, float]] = []
+    swapped = contextlib.nullcontext() if name == "default" else optimizer_traced(OPTIMIZERS[name], trace)
+    with swapped:
+        row = reproduce.run_one(reproduce.TASKS[task], budget, seed, run_of(name), reproduce.FULL, out, False)
     if name == "default":
-        row = reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, out, autoattack=False)
         return {"optimizer": name, **row}
-    with optimizer_traced(OPTIMIZERS[name], trace):
-        row = reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, out, autoattack=False)
     sizes_path = Path(row["dir"]) / STEP_SIZES
     if trace:  # trained now (a finished row is not trained again)
         write_json(sizes_path, trace)
@@ -144,6 +149,8 @@ def main() -> None:
     names = args.optimizers.split(",")
     if unknown := [name for name in names if name != "default" and name not in OPTIMIZERS]:
         parser.error(f"unknown optimizer {unknown[0]!r}; choose from default, {', '.join(OPTIMIZERS)}")
+    if missing := sorted({PACKAGES[name] for name in names if name in PACKAGES} - installed()):
+        parser.error(f"{', '.join(missing)} not installed: pip install -e '.[optimizers]'")
     rows = []
     for task in args.tasks.split(","):
         for budget in args.budgets.split(","):
