@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,16 +53,11 @@ RESULT = "parameter_free_steps.json"
 Factory = Callable[[list[nn.Parameter], TrainConfig], torch.optim.Optimizer]
 
 
-def _dog(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    from dog import DoG
+def _dog(parameters: list[nn.Parameter], config: TrainConfig, layerwise: bool = False) -> torch.optim.Optimizer:
+    from dog import DoG, LDoG
 
-    return DoG(parameters, lr=config.lr, weight_decay=config.weight_decay, reps_rel=1e-4)
-
-
-def _ldog(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    from dog import LDoG
-
-    return LDoG(parameters, lr=config.lr, weight_decay=config.weight_decay, reps_rel=1e-4)
+    kind = LDoG if layerwise else DoG
+    return kind(parameters, lr=config.lr, weight_decay=config.weight_decay, reps_rel=1e-4)
 
 
 def _dadapt_sgd(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -69,22 +66,28 @@ def _dadapt_sgd(parameters: list[nn.Parameter], config: TrainConfig) -> torch.op
     return DAdaptSGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def _step_size(group: dict[str, Any]) -> float:
-    """How far a step moves the weights along a gradient of unit norm, once momentum has built up:
-    DoG's eta (it has no momentum), the median of L-DoG's over its tensors, D-Adaptation's d times
-    its LR over the first gradient's norm (the step of the sequence its momentum averages). SGD at
-    the recipe's LR 0.1 with momentum 0.9 moves 1.0."""
-    if "eta" in group:
-        return float(torch.stack([torch.as_tensor(eta).reshape(-1) for eta in group["eta"]]).float().quantile(0.5))
-    return float(group["d"] * group["lr"] / group["g0_norm"])
-
-
-OPTIMIZERS: dict[str, Factory] = {"dog": _dog, "ldog": _ldog, "dadapt-sgd": _dadapt_sgd}
+OPTIMIZERS: dict[str, Factory] = {
+    "dog": _dog,
+    "ldog": functools.partial(_dog, layerwise=True),
+    "dadapt-sgd": _dadapt_sgd,
+}
 PACKAGES = {"dog": "dog", "ldog": "dog", "dadapt-sgd": "dadaptation"}  # the module each one imports
 
 
 def installed() -> set[str]:
+    """The optimizers' packages this environment has."""
     return {module for module in set(PACKAGES.values()) if importlib.util.find_spec(module) is not None}
+
+
+def _step_size(group: dict[str, Any]) -> float:
+    """How far a step moves the weights along a gradient of unit norm, once momentum has built up:
+    DoG's eta (it has no momentum), the median of L-DoG's over its tensors, D-Adaptation's d times
+    its LR over the first gradient's norm (the step of the sequence its momentum averages; read after
+    a step, so the one it takes next). SGD at the recipe's LR 0.1 with momentum 0.9 moves 1.0."""
+    if "eta" in group:
+        etas = torch.cat([torch.as_tensor(eta, dtype=torch.float64).reshape(-1) for eta in group["eta"]])
+        return float(etas.quantile(0.5))
+    return float(group["d"] * group["lr"] / group["g0_norm"])
 
 
 @contextlib.contextmanager
@@ -113,29 +116,48 @@ def run_of(name: str) -> reproduce.Run:
 
 
 def summarise(trace: list[dict[str, float]]) -> dict[str, Any]:
+    """A run's step sizes in brief: the first, the largest, at each quarter of the run, the last."""
     sizes = [step["step_size"] for step in trace]
     quarters = [sizes[min(len(sizes) - 1, len(sizes) * q // 4)] for q in (1, 2, 3)]
     return {"first": sizes[0], "largest": max(sizes), "at_quarters": quarters, "last": sizes[-1], "steps": len(sizes)}
 
 
 def measure(name: str, task: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
-    trace: list[dict[str, float]] = []
+    """One run of the study's default row with optimizer ``name`` (its row, if finished before)."""
+    run, trace = run_of(name), []
+    directory = out / task / budget / f"seed{seed}" / reproduce.slug(run.name)
+    row_path = out / "rows" / task / budget / f"seed{seed}" / f"{reproduce.slug(run.name)}.json"
+    if name != "default" and directory.exists() and not row_path.exists():
+        shutil.rmtree(directory)  # an interrupted run trains again: a resumed one would trace only its last steps
     swapped = contextlib.nullcontext() if name == "default" else optimizer_traced(OPTIMIZERS[name], trace)
     with swapped:
-        row = reproduce.run_one(reproduce.TASKS[task], budget, seed, run_of(name), reproduce.FULL, out, False)
+        row = reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, out, False)
     if name == "default":
         return {"optimizer": name, **row}
-    sizes_path = Path(row["dir"]) / STEP_SIZES
     if trace:  # trained now (a finished row is not trained again)
-        write_json(sizes_path, trace)
-    return {"optimizer": name, **row, "step_sizes": summarise(read_json(sizes_path))}
+        write_json(directory / STEP_SIZES, trace)
+    return {"optimizer": name, **row, "step_sizes": summarise(read_json(directory / STEP_SIZES))}
 
 
 def described(row: dict[str, Any]) -> str:
+    """A row's line of the printout."""
     shown = f"clean {100 * row['clean_acc']:.1f}  PGD-20 {100 * row['pgd_acc']:.1f}"
     if sizes := row.get("step_sizes"):
         shown += f"  step sizes {sizes['first']:.3g} -> {sizes['largest']:.3g} -> {sizes['last']:.3g}"
     return shown
+
+
+def merged(path: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """The result file with these rows added (a row of the same run, task, budget and seed replaced),
+    so that invocations over different cells make one file."""
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return row["optimizer"], row["task"], row["budget"], row["seed"]
+
+    before = read_json(path) if path.exists() else {"invocations": [], "rows": []}
+    found = {key(row): row for row in [*before["rows"], *rows]}
+    invocations = [*before["invocations"], {"machine": machine(), "settings": settings}]
+    return json.loads(json.dumps({"invocations": invocations, "rows": list(found.values())}, default=str))
 
 
 def main() -> None:
@@ -160,19 +182,6 @@ def main() -> None:
                     print(f"{task} {budget} seed {seed} {name}: {described(row)}", flush=True)
                     rows.append(row)
     write_json(args.out / RESULT, merged(args.out / RESULT, rows, vars(args) | {"out": str(args.out)}))
-
-
-def merged(path: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
-    """The result file with these rows added (a row of the same run, task, budget and seed replaced),
-    so that invocations over different cells make one file."""
-
-    def key(row: dict[str, Any]) -> tuple[Any, ...]:
-        return row["optimizer"], row["task"], row["budget"], row["seed"]
-
-    before = read_json(path) if path.exists() else {"invocations": [], "rows": []}
-    found = {key(row): row for row in [*before["rows"], *rows]}
-    invocations = [*before["invocations"], {"machine": machine(), "settings": settings}]
-    return json.loads(json.dumps({"invocations": invocations, "rows": list(found.values())}, default=str))
 
 
 if __name__ == "__main__":

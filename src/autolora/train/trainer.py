@@ -246,7 +246,8 @@ class Trainer:
         if "average" in state:
             self.average.load_state_dict(state["average"])
         optimizer = state["optimizer"]
-        optimizer["state"] = {int(k): v for k, v in optimizer["state"].items()}
+        # parameter indices come back as strings; an optimizer may keep entries of its own there
+        optimizer["state"] = {int(k) if str(k).isdigit() else k: v for k, v in optimizer["state"].items()}
         self.optimizer.load_state_dict(optimizer)
         self.schedule.load_state_dict(state["schedule"])
         self.method.load_state_dict(state["method"])
