@@ -182,8 +182,14 @@ def test_the_parameter_free_benchmark_trains_with_the_optimizer_it_names(tmp_pat
     bench = load_benchmark("parameter_free_steps")
     trainers_own, built = training.build_optimizer, []
 
-    def stand_in(parameters, config):  # SGD that says its step size as DoG does
-        optimizer = torch.optim.SGD(parameters, lr=config.lr)
+    class OwnEntries(torch.optim.SGD):  # keeps an entry of its own beside the parameters' state, as DoG does
+        def state_dict(self):
+            state = super().state_dict()
+            state["state"]["_first_step"] = False
+            return state
+
+    def stand_in(parameters, config):  # and says its step size as DoG does
+        optimizer = OwnEntries(parameters, lr=config.lr)
         optimizer.param_groups[0]["eta"] = [torch.tensor(0.25), torch.tensor(0.5)]
         built.append(optimizer)
         return optimizer
@@ -197,6 +203,8 @@ def test_the_parameter_free_benchmark_trains_with_the_optimizer_it_names(tmp_pat
     with bench.optimizer_traced(stand_in, trace):
         summary = api.finetune(source, data, config, tmp_path / "run", device="cpu")
     assert len(built) == 1 and len(trace) == summary["optimizer_steps"] > 0
+    with bench.optimizer_traced(stand_in, []):  # a resumed run restores that state
+        assert api.finetune(source, data, config, tmp_path / "run", device="cpu", resume=True) == summary
     assert {step["step_size"] for step in trace} == {0.375} and trace[0]["multiplier"] == 0.2
     assert bench.summarise(trace)["largest"] == 0.375  # the median of its two tensors
     assert training.build_optimizer is trainers_own  # the swap lasts for the runs inside it only
