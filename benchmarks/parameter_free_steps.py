@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import functools
 import importlib.util
-import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -125,8 +124,7 @@ def summarise(trace: list[dict[str, float]]) -> dict[str, Any]:
 def measure(name: str, task: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
     """One run of the study's default row with optimizer ``name`` (its row, if finished before)."""
     run, trace = run_of(name), []
-    directory = out / task / budget / f"seed{seed}" / reproduce.slug(run.name)
-    row_path = out / "rows" / task / budget / f"seed{seed}" / f"{reproduce.slug(run.name)}.json"
+    row_path, directory = reproduce.run_paths(out, task, budget, seed, run)
     if name != "default" and directory.exists() and not row_path.exists():
         shutil.rmtree(directory)  # an interrupted run trains again: a resumed one would trace only its last steps
     swapped = contextlib.nullcontext() if name == "default" else optimizer_traced(OPTIMIZERS[name], trace)
@@ -157,7 +155,7 @@ def merged(path: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> 
     before = read_json(path) if path.exists() else {"invocations": [], "rows": []}
     found = {key(row): row for row in [*before["rows"], *rows]}
     invocations = [*before["invocations"], {"machine": machine(), "settings": settings}]
-    return json.loads(json.dumps({"invocations": invocations, "rows": list(found.values())}, default=str))
+    return {"invocations": invocations, "rows": list(found.values())}
 
 
 def main() -> None:

@@ -306,9 +306,15 @@ def measured_as_asked(row: dict[str, Any], run: Run, config: TrainConfig, size: 
     return same_size and same_lr and all(value == getattr(config, name) for name, value in recorded.items())
 
 
+def run_paths(out: Path, task: str, budget: str, seed: int, run: Run) -> tuple[Path, Path]:
+    """Where one run's row and its run directory live under ``out``."""
+    cell = Path(task, budget, f"seed{seed}")
+    return out / "rows" / cell / f"{slug(run.name)}.json", out / cell / slug(run.name)
+
+
 def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path, autoattack: bool) -> dict[str, Any]:
     """Train and evaluate one run (resuming it if interrupted); its row is written when it ends."""
-    row_path = out / "rows" / task.name / budget / f"seed{seed}" / f"{slug(run.name)}.json"
+    row_path, directory = run_paths(out, task.name, budget, seed, run)
     config = train_config(run, size, seed, autoattack)
     if row_path.exists():
         row = read_json(row_path)
@@ -320,7 +326,6 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     source = task.source(size, out)
     if run.random_init:
         source = random_source(source, out, seed)
-    directory = out / task.name / budget / f"seed{seed}" / slug(run.name)
     print(f"== {task.name} {budget} labels, seed {seed}: {run.name}", flush=True)
     started = time.perf_counter()
     summary = api.finetune(source, task.data(BUDGETS[budget], size, seed), config,
