@@ -9,16 +9,21 @@ their step size from what the run has done so far, with no LR to give:
   networks with BatchNorm);
 - ``ldog``: the same per parameter tensor (their L-DoG);
 - ``dadapt-sgd``: D-Adaptation's SGD (Defazio and Mishchenko, ICML 2023) with the recipe's momentum
-  0.9 (``dadaptation``, its authors' package; ``d0=1e-6``, theirs).
+  0.9 (``dadaptation``, its authors' package; ``d0=1e-6``, theirs);
+- ``prodigy``: Prodigy (Mishchenko and Defazio, ICML 2024), D-Adaptation's estimate made to grow
+  faster, on Adam's per-coordinate steps (``prodigyopt``, its authors' package, at its defaults);
+- ``cocob``: COCOB-Backprop (Orabona and Tommasi, NeurIPS 2017), a per-coordinate coin-betting step
+  with no LR at all (``parameterfree``, its author's package; ``alpha=100``, his). It has no
+  multiplier, so the rule's halvings and the tail's decay do not reach it: it runs on its own.
 
 Each replaces the training optimizer of the study's default row ("autolora") and nothing else: the
 LR rule, the tail and the model selection act on the optimizer's LR, which here is the multiplier
 its authors ask to leave at 1 (DoG's c, D-Adaptation's lr), so the rule halves that multiplier.
-Every step's effective step size is recorded (``step_sizes.json`` in the run's directory). The
+Every step's step size is recorded (``step_sizes.json`` in the run's directory). The
 default itself is run beside them (``--optimizers default``), so every comparison is on one machine.
 
     pip install -e '.[optimizers]'
-    python benchmarks/parameter_free_steps.py [--optimizers default,dog,ldog,dadapt-sgd]
+    python benchmarks/parameter_free_steps.py [--optimizers default,dog,ldog,dadapt-sgd,prodigy,cocob]
         [--tasks digits-to-fashion] [--budgets 300,1000] [--seeds 0,1,2] [--out runs/parameter_free]
 
 Rows land in OUT/rows as the study's do (``reproduce.py --report-only --out OUT`` tabulates them);
@@ -65,12 +70,29 @@ def _dadapt_sgd(parameters: list[nn.Parameter], config: TrainConfig) -> torch.op
     return DAdaptSGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
+def _prodigy(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    from prodigyopt import Prodigy
+
+    return Prodigy(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _cocob(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    from parameterfree import COCOB
+
+    optimizer = COCOB(parameters, weight_decay=config.weight_decay)
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr  # what the rule reads and halves; COCOB's step never reads it
+    return optimizer
+
+
 OPTIMIZERS: dict[str, Factory] = {
     "dog": _dog,
     "ldog": functools.partial(_dog, layerwise=True),
     "dadapt-sgd": _dadapt_sgd,
+    "prodigy": _prodigy,
+    "cocob": _cocob,
 }
-PACKAGES = {"dog": "dog", "ldog": "dog", "dadapt-sgd": "dadaptation"}  # the module each one imports
+PACKAGES = {"dog": "dog", "ldog": "dog", "dadapt-sgd": "dadaptation", "prodigy": "prodigyopt", "cocob": "parameterfree"}
 
 
 def installed() -> set[str]:
@@ -78,15 +100,19 @@ def installed() -> set[str]:
     return {module for module in set(PACKAGES.values()) if importlib.util.find_spec(module) is not None}
 
 
-def _step_size(group: dict[str, Any]) -> float:
+def _step_size(group: dict[str, Any], moved: float) -> float:
     """How far a step moves the weights along a gradient of unit norm, once momentum has built up:
     DoG's eta (it has no momentum), the median of L-DoG's over its tensors, D-Adaptation's d times
     its LR over the first gradient's norm (the step of the sequence its momentum averages; read after
-    a step, so the one it takes next). SGD at the recipe's LR 0.1 with momentum 0.9 moves 1.0."""
+    a step, so the one it takes next). SGD at the recipe's LR 0.1 with momentum 0.9 moves 1.0.
+    Prodigy and COCOB step per coordinate and keep no such size: for them it is ``moved``, the length
+    of the step just taken over the norm of the gradient it was given (for DoG that is its eta)."""
     if "eta" in group:
         etas = torch.cat([torch.as_tensor(eta, dtype=torch.float64).reshape(-1) for eta in group["eta"]])
         return float(etas.quantile(0.5))
-    return float(group["d"] * group["lr"] / group["g0_norm"])
+    if "g0_norm" in group:
+        return float(group["d"] * group["lr"] / group["g0_norm"])
+    return moved
 
 
 @contextlib.contextmanager
@@ -95,11 +121,21 @@ def optimizer_traced(factory: Factory, trace: list[dict[str, float]]) -> Iterato
 
     def traced(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
         optimizer = factory(parameters, config)
+        before: dict[str, Any] = {}
+
+        def remember(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            with_grad = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            before["weights"] = [p.detach().clone() for p in with_grad]
+            before["grad_norm"] = float(torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in with_grad])))
+            before["parameters"] = with_grad
 
         def record(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            moves = [(p.detach() - w).reshape(-1) for p, w in zip(before["parameters"], before["weights"], strict=True)]
+            moved = float(torch.linalg.vector_norm(torch.cat(moves))) / max(before["grad_norm"], 1e-12)
             group = optimizer.param_groups[0]
-            trace.append({"multiplier": group["lr"], "step_size": _step_size(group)})
+            trace.append({"multiplier": group["lr"], "step_size": _step_size(group, moved)})
 
+        optimizer.register_step_pre_hook(remember)
         optimizer.register_step_post_hook(record)
         return optimizer
 

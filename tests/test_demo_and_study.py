@@ -214,3 +214,22 @@ def test_the_parameter_free_benchmark_trains_with_the_optimizer_it_names(tmp_pat
     again = bench.merged(result, [row | {"clean_acc": 0.6}, row | {"seed": 1, "clean_acc": 0.5}], {"seeds": "0,1"})
     assert len(again["invocations"]) == 2  # a later invocation adds its rows, and replaces a row it measured again
     assert sorted((r["seed"], r["clean_acc"]) for r in again["rows"]) == [(0, 0.6), (1, 0.5)]
+
+
+def test_the_parameter_free_benchmark_measures_the_step_an_optimizer_does_not_state():
+    """Prodigy and COCOB keep no step size of their own: the benchmark records the length of the step
+    taken over the gradient's norm, which for plain SGD is its LR (and 0 where nothing moved)."""
+    from types import SimpleNamespace
+
+    from autolora.train import trainer as training
+
+    bench = load_benchmark("parameter_free_steps")
+    weight, trace = torch.nn.Parameter(torch.ones(3)), []
+    with bench.optimizer_traced(lambda parameters, config: torch.optim.SGD(parameters, lr=config.lr), trace):
+        optimizer = training.build_optimizer([weight], SimpleNamespace(lr=0.2))
+    weight.grad = torch.tensor([3.0, 0.0, 4.0])
+    optimizer.step()
+    assert weight.tolist() == pytest.approx([0.4, 1.0, 0.2])
+    optimizer.param_groups[0]["lr"] = 0.0
+    optimizer.step()
+    assert trace == [{"multiplier": 0.2, "step_size": pytest.approx(0.2)}, {"multiplier": 0.0, "step_size": 0.0}]
