@@ -13,7 +13,7 @@ from torch import nn
 from autolora.errors import CheckpointError, ConfigError
 from autolora.inputs import IMAGENET_MEAN, InputSpec
 from autolora.lora import LoraLayer, export, inject, natural_forward
-from autolora.models import InputOverrides, create_model, load_classifier
+from autolora.models import InputOverrides, check_takes_its_input, create_model, load_classifier
 from autolora.models.timm_models import default_spec, timm_state_dict
 
 VIT = "timm:test_vit"  # timm's own tiny ViT for tests (CLI smoke runs use vit_tiny_patch16_224)
@@ -155,3 +155,17 @@ def test_hub_snapshot_directory_names_its_model(tmp_path, vit_file):
     assert torch.allclose(model.eval()(x), plain(_normalised(x, record.input)), atol=1e-5)
     with pytest.raises(CheckpointError, match="holds a timm:test_vit"):
         load_classifier(tmp_path, architecture=CONVNEXT)
+
+
+def test_a_model_that_cannot_take_the_images_is_refused_in_one_line_before_the_run(cli, tmp_path):
+    """A ViT's 16-px patches do not fit 8-px digits: it fails at its first forward deep in timm. The
+    command says so in one line, and an existing run it was asked to overwrite is kept."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "kept.txt").write_text("a finished run's file")
+    result = cli("pretrain", "--dataset", "digits", "--model", "timm:vit_tiny_patch16_224", "--epochs", "1",
+                 "--limit-train", "64", "--out", out, "--overwrite")  # fmt: skip
+    assert result.exit_code == 2 and "does not take 1-channel 8x8 images" in result.output
+    assert "Kernel size: (16 x 16)" in result.output and result.output.count("\n") == 1
+    assert [path.name for path in out.iterdir()] == ["kept.txt"]
+    check_takes_its_input(create_model(VIT, 10, _spec(VIT, 32)), VIT)  # 32 px, two patches a side: taken

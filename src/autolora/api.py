@@ -14,7 +14,7 @@ from .data import DataConfig, ImageSet, PreparedData, prepare_data
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .eval import EvalConfig, evaluate
 from .inputs import InputSpec
-from .models import ImageClassifier, InputOverrides, create_model, load_classifier
+from .models import ImageClassifier, InputOverrides, check_takes_its_input, create_model, load_classifier
 from .progress import Progress, no_progress
 from .report.plots import plot_run_curves
 from .runtime import provenance, resolve_device
@@ -62,6 +62,7 @@ def _train(
     overwrite: bool,
     reporter: Reporter | None,
 ) -> dict[str, Any]:
+    check_takes_its_input(model, architecture)
     dist = init_distributed(resolve_device(device))
     torch_device = resolve_device(device, dist.local_rank)
     run, resuming = _open_run(out, dist, resume, overwrite)
@@ -193,6 +194,7 @@ def evaluate_checkpoint(
     """
     torch_device = resolve_device(device)
     model, record, load_report = load_classifier(checkpoint, architecture=architecture, overrides=overrides)
+    check_takes_its_input(model, record.architecture)
     data = prepare_data(data_config, validation=False, image_size=model.spec.size)
     if data.num_classes != record.num_classes:
         from .errors import CheckpointError

@@ -8,7 +8,7 @@ from .checkpoint import (
     read_tensors,
     save_run_model,
 )
-from .classifier import ImageClassifier, Normalize
+from .classifier import ImageClassifier, Normalize, check_takes_its_input
 from .registry import create_model, list_models, register_model
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "LoadReport",
     "ModelRecord",
     "Normalize",
+    "check_takes_its_input",
     "create_model",
     "list_models",
     "load_classifier",

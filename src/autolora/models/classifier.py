@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..inputs import InputSpec
 
 
@@ -62,3 +63,24 @@ class ImageClassifier(nn.Module):
         device = self.head.weight.device
         self.spec = spec
         self.normalize = Normalize(spec).to(device)
+
+
+def check_takes_its_input(model: ImageClassifier, architecture: str) -> None:
+    """Refuse in one line a model that cannot classify images of its own input spec: a ViT whose patch
+    size does not divide the image, a network that downsamples a small image to nothing.
+
+    One blank image goes through the model in eval mode (no statistics change); what the model
+    raises becomes a ``ConfigError`` naming the size, before any run starts.
+    """
+    spec, training = model.spec, model.training
+    blank = torch.zeros(1, spec.channels, spec.size, spec.size, device=model.head.weight.device)
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(blank)
+    except (RuntimeError, AssertionError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        fix = f"it does not take {spec.channels}-channel {spec.size}x{spec.size} images ({reason})"
+        raise ConfigError("model", architecture, fix) from None
+    finally:
+        model.train(training)
