@@ -169,3 +169,20 @@ def test_a_model_that_cannot_take_the_images_is_refused_in_one_line_before_the_r
     assert "Kernel size: (16 x 16)" in result.output and result.output.count("\n") == 1
     assert [path.name for path in out.iterdir()] == ["kept.txt"]
     check_takes_its_input(create_model(VIT, 10, _spec(VIT, 32)), VIT)  # 32 px, two patches a side: taken
+
+
+def test_pretrain_builds_the_model_for_the_input_size_it_is_given(cli, tmp_path):
+    """``--input-size`` lets a ViT pre-train on 8-px digits: the model takes 32-px images (the data are
+    resized as they are batched), and fine-tuning from it adapts its data to that size too."""
+    source, tuned = tmp_path / "source", tmp_path / "tuned"
+    steps = ("--eps", "0.1", "--attack-steps", "1", "--limit-test", "20")
+    result = cli("pretrain", "--dataset", "digits", "--model", "timm:test_vit", "--input-size", "32",
+                 "--epochs", "1", "--limit-train", "128", "--out", source, *steps)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model, record, _ = load_classifier(source)
+    assert model.spec.size == 32 and record.architecture == "timm:test_vit"
+    assert model.features.patch_embed.grid_size == (2, 2)
+    result = cli("finetune", "--checkpoint", source, "--dataset", "digits", "--classes", "0-4", "--epochs", "1",
+                 "--limit-train", "128", "--out", tuned, "--val-attack-steps", "1", *steps)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert load_classifier(tuned)[0].spec.size == 32

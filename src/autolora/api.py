@@ -97,14 +97,21 @@ def pretrain(
     overwrite: bool = False,
     reporter: Reporter | None = None,
     command: str | None = None,
+    input_size: int | None = None,
 ) -> dict[str, Any]:
-    """Adversarially pre-train a registry model on a data set; returns the run's summary."""
+    """Adversarially pre-train a registry model on a data set; returns the run's summary.
+
+    ``input_size`` builds the model for images of that many pixels a side (the data are resized to
+    it as they are batched), for a model whose patches or downsampling need more than the data
+    set's own size (a ViT on 28-px images).
+    """
     resolve_device(device)  # refuse a missing GPU before loading data
-    data = prepare_data(data_config)
+    data = prepare_data(data_config, image_size=input_size)
     channels, height, width = data.train.shape
     mean, std = data_statistics(data.train)
     seed_epoch(config.seed, 0)  # the initialisation depends on the seed alone
-    model = create_model(architecture, data.num_classes, InputSpec(channels, max(height, width), mean, std))
+    spec = InputSpec(channels, input_size or max(height, width), mean, std)
+    model = create_model(architecture, data.num_classes, spec)
     record = {
         "command": "pretrain",
         "data": data_config.to_dict(),

@@ -57,6 +57,7 @@ def pretrain(
     autoattack_version: o.AutoAttackVersion = "standard",
     autoattack_n: o.AutoAttackN = None,
     precision: o.Precision = "fp32",
+    input_size: o.InputSize = None,
     channels_last: o.ChannelsLast = True,
     compile: o.Compile = False,
     resume: o.Resume = False,
@@ -97,6 +98,7 @@ def pretrain(
         device=device,
         resume=resume,
         overwrite=overwrite,
+        input_size=input_size,
         reporter=RichReporter(),
         command=invocation(ctx),
     )
