@@ -80,7 +80,7 @@ def check_takes_its_input(model: ImageClassifier, architecture: str) -> None:
             model(blank)
     except (RuntimeError, AssertionError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        fix = f"it does not take {spec.channels}-channel {spec.size}x{spec.size} images ({reason})"
+        fix = f"it does not take {spec.channels}-channel {spec.size}x{spec.size} images ({reason}); give --input-size"
         raise ConfigError("model", architecture, fix) from None
     finally:
         model.train(training)
