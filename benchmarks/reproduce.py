@@ -213,46 +213,39 @@ def shipped_source(size: Size, out: Path) -> Path:
     return default_checkpoint()
 
 
+def pgd_at_source(out: Path, name: str, architecture: str, data: DataConfig, epochs: int, size: Size, task: str,
+                  input_size: int | None = None) -> Path:  # fmt: skip
+    """A source model PGD-AT trains here once, at the study's settings, under ``out/sources/name``."""
+    path = out / "sources" / name
+    if not (path / "summary.json").exists():
+        config = TrainConfig(method="pgd-at", epochs=epochs, lr=0.1, weight_decay=5e-4, threat=THREAT,
+                             attack_steps=min(7, size.attack_steps), schedule="cosine",
+                             evaluation=EvalConfig())  # fmt: skip
+        api.pretrain(architecture, data, config, path, resume=True, reporter=LogReporter(), input_size=input_size,
+                     command=f"benchmarks/reproduce.py (source for {task})")  # fmt: skip
+    return path
+
+
 def fmnist_0_4_source(size: Size, out: Path) -> Path:
     """PGD-AT on Fashion-MNIST classes 0-4, trained here once."""
-    path = out / "sources" / "fmnist-0-4"
-    if not (path / "summary.json").exists():
-        data = DataConfig("fashion-mnist", classes="0-4", limit_train=size.pretrain_limit, limit_test=500)
-        config = TrainConfig(method="pgd-at", epochs=size.pretrain_epochs, lr=0.1, weight_decay=5e-4,
-                             threat=THREAT, attack_steps=min(7, size.attack_steps), schedule="cosine",
-                             evaluation=EvalConfig())  # fmt: skip
-        api.pretrain("resnet8", data, config, path, resume=True, reporter=LogReporter(),
-                     command="benchmarks/reproduce.py (source for fmnist-split)")  # fmt: skip
-    return path
+    data = DataConfig("fashion-mnist", classes="0-4", limit_train=size.pretrain_limit, limit_test=500)
+    return pgd_at_source(out, "fmnist-0-4", "resnet8", data, size.pretrain_epochs, size, "fmnist-split")
 
 
 def digits_source(size: Size, out: Path) -> Path:
     """PGD-AT on scikit-learn's digits at their own 8x8 px, trained here once: a source whose
     features fit Fashion-MNIST poorly."""
-    path = out / "sources" / "digits"
-    if not (path / "summary.json").exists():
-        data = DataConfig("digits", limit_train=size.pretrain_limit, limit_test=200)
-        config = TrainConfig(method="pgd-at", epochs=5 * size.pretrain_epochs, lr=0.1, weight_decay=5e-4,
-                             threat=THREAT, attack_steps=min(7, size.attack_steps), schedule="cosine",
-                             evaluation=EvalConfig())  # fmt: skip
-        api.pretrain("resnet8", data, config, path, resume=True, reporter=LogReporter(),
-                     command="benchmarks/reproduce.py (source for digits-to-fashion)")  # fmt: skip
-    return path
+    data = DataConfig("digits", limit_train=size.pretrain_limit, limit_test=200)
+    return pgd_at_source(out, "digits", "resnet8", data, 5 * size.pretrain_epochs, size, "digits-to-fashion")
 
 
 def vit_fmnist_0_4_source(size: Size, out: Path) -> Path:
     """PGD-AT of a small ViT (timm's ``test_vit``: 6 blocks of width 64, 16-px patches) on
     Fashion-MNIST classes 0-4 resized to 64 px, trained here once: a backbone with LayerNorm and no
     BatchNorm, for fmnist-split."""
-    path = out / "sources" / "fmnist-0-4-vit"
-    if not (path / "summary.json").exists():
-        data = DataConfig("fashion-mnist", classes="0-4", limit_train=size.pretrain_limit, limit_test=500)
-        config = TrainConfig(method="pgd-at", epochs=size.pretrain_epochs, lr=0.1, weight_decay=5e-4,
-                             threat=THREAT, attack_steps=min(7, size.attack_steps), schedule="cosine",
-                             evaluation=EvalConfig())  # fmt: skip
-        api.pretrain("timm:test_vit", data, config, path, resume=True, reporter=LogReporter(), input_size=64,
-                     command="benchmarks/reproduce.py (source for fmnist-split-vit)")  # fmt: skip
-    return path
+    data = DataConfig("fashion-mnist", classes="0-4", limit_train=size.pretrain_limit, limit_test=500)
+    return pgd_at_source(out, "fmnist-0-4-vit", "timm:test_vit", data, size.pretrain_epochs, size, "fmnist-split-vit",
+                         input_size=64)  # fmt: skip
 
 
 @dataclass(frozen=True)
