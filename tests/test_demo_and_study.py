@@ -233,3 +233,27 @@ def test_the_parameter_free_benchmark_measures_the_step_an_optimizer_does_not_st
     optimizer.param_groups[0]["lr"] = 0.0
     optimizer.step()
     assert trace == [{"multiplier": 0.2, "step_size": pytest.approx(0.2)}, {"multiplier": 0.0, "step_size": 0.0}]
+
+
+def test_the_gradient_spike_benchmark_clips_only_a_step_far_above_the_recent_median():
+    """``benchmarks/gradient_spikes.py`` records each step's gradient norm before the step; with a
+    clip of K it scales a step's gradient down to K times the median of the window before it, and
+    leaves every other step, and the first half-window, as they are."""
+    from types import SimpleNamespace
+
+    from autolora.train import trainer as training
+
+    load_study()
+    bench = load_benchmark("gradient_spikes")
+    weight, trace = torch.nn.Parameter(torch.zeros(2)), []
+    with bench.gradients_traced(trace, clip=5.0, window=8):
+        optimizer = training.build_optimizer([weight], SimpleNamespace(lr=1.0, momentum=0.0, weight_decay=0.0))
+    for gradient in (1.0, 1.0, 1.0, 1.0, 10.0, 4.0):
+        weight.grad = torch.tensor([0.0, gradient])
+        optimizer.step()
+    assert [step["norm"] for step in trace] == [1.0, 1.0, 1.0, 1.0, 10.0, 4.0]  # as computed, before clipping
+    assert [step["clipped"] for step in trace] == [False] * 4 + [True, False]
+    assert weight.tolist() == [0.0, -(4 * 1.0 + 5.0 + 4.0)]  # the spike moved it by the bound, 5 x median 1
+    assert bench.spike_bound([1.0, 1.0, 1.0], 5.0, 8) is None and bench.spike_bound([1.0] * 4, None, 8) is None
+    brief = bench.summarise(trace, window=8)
+    assert (brief["largest_ratio"], brief["largest_ratio_step"], brief["clipped"]) == (10.0, 5, 1)
