@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +34,7 @@ import torch
 from torch import nn
 
 import reproduce
-from autolora.fileio import read_json, write_json
-from autolora.runtime import machine
+from autolora.fileio import write_json
 from autolora.train import trainer as training
 from autolora.train.config import TrainConfig
 
@@ -110,15 +108,10 @@ def summarise(trace: list[dict[str, Any]], window: int) -> dict[str, Any]:
 
 def measure(clip: float | None, window: int, task: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
     """One run of the default recipe with its gradients traced (its row, if finished before)."""
-    run, trace = run_of(clip, window), []
-    row_path, directory = reproduce.run_paths(out, task, budget, seed, run)
-    if directory.exists() and not row_path.exists():
-        shutil.rmtree(directory)  # an interrupted run trains again: a resumed one would trace only its last steps
-    with gradients_traced(trace, clip, window):
-        row = reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, out, False)
-    if trace:  # trained now (a finished row is not trained again)
-        write_json(directory / NORMS, trace)
-    return {"clip": clip, "window": window, **row, "norms": summarise(read_json(directory / NORMS), window)}
+    trace: list[dict[str, Any]] = []
+    traced = gradients_traced(trace, clip, window)
+    row, norms = reproduce.traced_row(task, budget, seed, run_of(clip, window), out, traced, trace, NORMS)
+    return {"clip": clip, "window": window, **row, "norms": summarise(norms, window)}
 
 
 def described(row: dict[str, Any]) -> str:
@@ -149,11 +142,8 @@ def main() -> None:
                 row = measure(args.clip, args.window, task, budget, seed, args.out)
                 print(f"{task} {budget} seed {seed} {row['run']}: {described(row)}", flush=True)
                 rows.append(row)
-    path = args.out / RESULT
-    before = read_json(path) if path.exists() else {"invocations": [], "rows": []}
-    found = {(r["run"], r["task"], r["budget"], r["seed"]): r for r in [*before["rows"], *rows]}
-    invocation = {"machine": machine(), "settings": vars(args) | {"out": str(args.out)}}
-    write_json(path, {"invocations": [*before["invocations"], invocation], "rows": list(found.values())})
+    settings, path = vars(args) | {"out": str(args.out)}, args.out / RESULT
+    write_json(path, reproduce.merged_result(path, rows, settings, ("run", "task", "budget", "seed")))
 
 
 if __name__ == "__main__":

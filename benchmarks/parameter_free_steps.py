@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import functools
 import importlib.util
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,7 @@ import torch
 from torch import nn
 
 import reproduce
-from autolora.fileio import read_json, write_json
-from autolora.runtime import machine
+from autolora.fileio import write_json
 from autolora.train import trainer as training
 from autolora.train.config import TrainConfig
 
@@ -159,18 +157,13 @@ def summarise(trace: list[dict[str, float]]) -> dict[str, Any]:
 
 def measure(name: str, task: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
     """One run of the study's default row with optimizer ``name`` (its row, if finished before)."""
-    run, trace = run_of(name), []
-    row_path, directory = reproduce.run_paths(out, task, budget, seed, run)
-    if name != "default" and directory.exists() and not row_path.exists():
-        shutil.rmtree(directory)  # an interrupted run trains again: a resumed one would trace only its last steps
-    swapped = contextlib.nullcontext() if name == "default" else optimizer_traced(OPTIMIZERS[name], trace)
-    with swapped:
-        row = reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, out, False)
     if name == "default":
-        return {"optimizer": name, **row}
-    if trace:  # trained now (a finished row is not trained again)
-        write_json(directory / STEP_SIZES, trace)
-    return {"optimizer": name, **row, "step_sizes": summarise(read_json(directory / STEP_SIZES))}
+        return {"optimizer": name, **reproduce.run_one(reproduce.TASKS[task], budget, seed, run_of(name),
+                                                       reproduce.FULL, out, False)}  # fmt: skip
+    trace: list[dict[str, Any]] = []
+    traced = optimizer_traced(OPTIMIZERS[name], trace)
+    row, steps = reproduce.traced_row(task, budget, seed, run_of(name), out, traced, trace, STEP_SIZES)
+    return {"optimizer": name, **row, "step_sizes": summarise(steps)}
 
 
 def described(row: dict[str, Any]) -> str:
@@ -182,16 +175,8 @@ def described(row: dict[str, Any]) -> str:
 
 
 def merged(path: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
-    """The result file with these rows added (a row of the same run, task, budget and seed replaced),
-    so that invocations over different cells make one file."""
-
-    def key(row: dict[str, Any]) -> tuple[Any, ...]:
-        return row["optimizer"], row["task"], row["budget"], row["seed"]
-
-    before = read_json(path) if path.exists() else {"invocations": [], "rows": []}
-    found = {key(row): row for row in [*before["rows"], *rows]}
-    invocations = [*before["invocations"], {"machine": machine(), "settings": settings}]
-    return {"invocations": invocations, "rows": list(found.values())}
+    """The result file with these rows added (a row of the same optimizer, task, budget and seed replaced)."""
+    return reproduce.merged_result(path, rows, settings, ("optimizer", "task", "budget", "seed"))
 
 
 def main() -> None:

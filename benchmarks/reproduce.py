@@ -31,9 +31,11 @@ import json
 import logging
 import math
 import re
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -364,6 +366,30 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     return row
 
 
+def traced_row(
+    task: str,
+    budget: str,
+    seed: int,
+    run: Run,
+    out: Path,
+    tracing: ContextManager[Any],
+    trace: list[dict[str, Any]],
+    trace_file: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One full-size run trained inside ``tracing``, which appends a record of every step to ``trace``,
+    and that record, kept as ``trace_file`` in the run's directory. A finished row is not trained
+    again (its record is the one written then); an interrupted run trains again from its start, as a
+    resumed one would record only its last steps."""
+    row_path, directory = run_paths(out, task, budget, seed, run)
+    if directory.exists() and not row_path.exists():
+        shutil.rmtree(directory)
+    with tracing:
+        row = run_one(TASKS[task], budget, seed, run, FULL, out, False)
+    if trace:  # trained now
+        write_json(directory / trace_file, trace)
+    return row, read_json(directory / trace_file)
+
+
 def add_autoattack(row: dict[str, Any], size: Size, row_path: Path) -> dict[str, Any]:
     """A finished ablation row made a headline row: AutoAttack on its deployed model, no retraining.
 
@@ -422,6 +448,16 @@ def measured_twin(row: dict[str, Any], row_path: Path) -> dict[str, Any] | None:
         if measured and (Path(other["dir"]) / "model.safetensors").exists() and _model_digest(other) == digest:
             return other
     return None
+
+
+def merged_result(path: Path, rows: list[dict[str, Any]], settings: dict[str, Any],
+                  key: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
+    """A benchmark's result file with these rows added (a row with the same ``key`` fields replaced)
+    and this invocation's machine and settings, so that invocations over different cells make one file."""
+    before = read_json(path) if path.exists() else {"invocations": [], "rows": []}
+    found = {tuple(row[name] for name in key): row for row in [*before["rows"], *rows]}
+    invocations = [*before["invocations"], {"machine": machine(), "settings": settings}]
+    return {"invocations": invocations, "rows": list(found.values())}
 
 
 def run_study(tasks: list[str], budgets: list[str], seeds: list[int], runs: list[Run], size: Size, out: Path,
