@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -268,16 +269,18 @@ def test_run_files_are_written_atomically(tmp_path, tiny_model, monkeypatch):
     load_classifier(tmp_path / "run")
 
 
-class _NaNAtEpoch:
-    """Wraps an objective and returns a NaN loss on the first batch of one epoch."""
+class _ScaledAtEpoch:
+    """Wraps an objective and scales the loss of the first batch of one epoch by ``factor`` (NaN: a NaN loss)."""
 
-    def __init__(self, objective, trainer, epoch):
-        self.objective, self.trainer, self.epoch = objective, trainer, epoch
+    def __init__(self, objective, trainer, epoch, factor=float("nan")):
+        self.objective, self.trainer, self.epoch, self.factor = objective, trainer, epoch, factor
+        self.scaled = False
 
     def __call__(self, model, x, y):
         output = self.objective(model, x, y)
-        if self.trainer.schedule.epoch + 1 == self.epoch:
-            output.loss = output.loss * float("nan")
+        if self.trainer.schedule.epoch + 1 == self.epoch and not self.scaled:
+            output.loss = output.loss * self.factor
+            self.scaled = math.isfinite(self.factor)  # a NaN epoch ends at its first batch anyway
         return output
 
 
@@ -290,7 +293,7 @@ def test_a_nan_loss_stops_the_epoch_and_rolls_back(tmp_path, tiny_model, method,
     run = RunDirectory(tmp_path / method)
     run.open()
     trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
-    trainer.method.objective = _NaNAtEpoch(trainer.method.objective, trainer, epoch=2)
+    trainer.method.objective = _ScaledAtEpoch(trainer.method.objective, trainer, epoch=2)
     summary = trainer.fit()
     rows = trainer.metrics
     assert "non-finite loss in epoch 2" in rows[1]["event"] and rows[1]["val_robust_acc"] is None
@@ -300,6 +303,24 @@ def test_a_nan_loss_stops_the_epoch_and_rolls_back(tmp_path, tiny_model, method,
     else:
         assert len(rows) == 2 and summary["stop_reason"].startswith("non-finite loss")
     assert json.loads((run.path / "summary.json").read_text())["clean_acc"] >= 0
+
+
+def test_a_gradient_spike_in_an_epoch_that_does_no_good_halves_and_rolls_back(tmp_path, tiny_model):
+    data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=30, seed=0))
+    tiny_model.reset_classifier(5)
+    config = TrainConfig(method="autolora", recipe="paper", epochs=5, lr=0.05, batch_size=25, threat=Threat(0.1),
+                         attack_steps=1, spike_ratio=5.0, val_metric="robust_loss")  # fmt: skip
+    run = RunDirectory(tmp_path / "run")
+    run.open()
+    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    assert len(trainer.train_loader) * 2 == 8  # epoch 3's first step is the first with 8 steps before it
+    trainer.method.objective = _ScaledAtEpoch(trainer.method.objective, trainer, epoch=3, factor=30.0)
+    trainer.fit()
+    rows = trainer.metrics
+    assert rows[1]["gradient_spike"] is None and 0 < rows[3]["gradient_spike"] < 5  # none before, none after
+    assert rows[2]["val_robust_loss"] > rows[1]["val_robust_loss"]  # the scaled step set the model back
+    assert "gradient spike in epoch 3" in rows[2]["event"]
+    assert rows[2]["gradient_spike"] > 10 and rows[3]["lr"] == pytest.approx(0.025) and not rows[2]["best"]
 
 
 def test_evaluation_checks_orderings_and_masking():

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from autolora.errors import ConfigError
 from autolora.train import AutoLRSchedule, CosineSchedule, StepDecaySchedule
 from autolora.train.schedule import SCHEDULES, budget_checkpoints
+from autolora.train.spikes import GradientSpikes
 
 
 def _run(schedule, curve):
@@ -262,3 +264,40 @@ def test_a_decayed_tail_can_end_on_its_mean_too():
     unhalved = SCHEDULES["auto-mean-anneal-and-average"](0.1, 20)  # a run that never halved holds its LR, as before
     decisions = _run(unhalved, [i / 100 for i in range(20)])
     assert [d.lr for d in decisions] == [0.1] * 20 and [d.average for d in decisions].index(True) == 14
+
+
+def test_a_gradient_spike_halves_and_rolls_back_where_its_epoch_ended_no_better_than_it_started():
+    schedule = AutoLRSchedule(0.1, max_epochs=20, progress="mean")
+    _run(schedule, [0.30, 0.35])
+    assert not schedule.step(0.40, unstable=True).halved  # a new best: the spike did no harm
+    harmed = schedule.step(0.20, unstable=True)
+    assert harmed.halved and harmed.rollback and not harmed.stop and "gradient spike" in harmed.reason
+    assert schedule.lr == 0.05 and schedule.history[-1] is None  # rolled back: out of the windows, as a fault
+    # the next epoch starts from the model rolled back to (0.40): 0.30 beats the epoch before, not its start
+    assert schedule.step(0.30, unstable=True).halved and schedule.lr == 0.025
+    assert not schedule.step(0.45, unstable=True).halved and schedule.best == 0.45
+    step = StepDecaySchedule(0.1, 20)
+    step.step(0.4)
+    decision = step.step(0.2, unstable=True)
+    assert not decision.rollback and step.history == [0.4, 0.2]  # the fixed baselines take no notice
+
+
+def _epoch_of_norms(spikes, norms):
+    for norm in norms:
+        spikes._epoch.append(torch.tensor(norm))
+    return spikes.end_epoch()
+
+
+def test_a_spike_is_a_step_norm_against_the_median_of_the_window_before_it_across_epochs():
+    spikes = GradientSpikes(window=4)
+    assert _epoch_of_norms(spikes, [1.0, 2.0, 1.0]) is None  # no step has a full window before it
+    assert _epoch_of_norms(spikes, [1.0, 8.0]) == pytest.approx(8.0)  # median of 1, 2, 1, 1
+    resumed = GradientSpikes(window=4)
+    resumed.load_state_dict(spikes.state_dict())
+    assert _epoch_of_norms(resumed, [3.0]) == pytest.approx(2.0)  # the median of the last 4, 2, 1, 1, 8: 1.5
+    model = torch.nn.Linear(3, 1)
+    model(torch.ones(2, 3)).sum().backward()
+    norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    resumed.observe(model.parameters(), batch_size=128)
+    resumed.observe(model.parameters(), batch_size=32)  # a pass's short last batch: its noise, a root of 4 more
+    assert [n.item() for n in resumed._epoch] == pytest.approx([norm, norm / 2])

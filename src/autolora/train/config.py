@@ -22,7 +22,7 @@ VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  #
 # the settings a field left as None takes from the method's recipe
 RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
                  "clean_share", "batchnorm", "attack_start", "natural_batchnorm", "fixed_teacher",
-                 "read_statistics")  # fmt: skip
+                 "read_statistics", "spike_ratio")  # fmt: skip
 ATTACK_STARTS = tuple(start.value for start in RandomStart)
 NATURAL_BATCHNORM = {  # AutoLoRa's natural path's BatchNorm running statistics (lora/statistics.py)
     "shared": "the feature extractor's own, updated by both paths (the paper)",
@@ -74,6 +74,8 @@ class TrainConfig:
     natural_batchnorm: str | None = None  # AutoLoRa: NATURAL_BATCHNORM; None: the recipe's
     fixed_teacher: bool | None = None  # AutoLoRa: the KL term's natural side detached; None: the recipe's
     read_statistics: str | None = None  # READ_STATISTICS: the training attack's, validation's, λ's; None: recipe's
+    spike_ratio: float | None = None  # a step's gradient norm over its 8 predecessors' median that counts as a
+    # spike (train/spikes.py): an epoch with one that ends no better than it began halves the LR and rolls back
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
@@ -143,6 +145,8 @@ class TrainConfig:
                 raise ConfigError(name, value, "use a positive number")
         if not 0 <= self.clean_share <= 1:
             raise ConfigError("clean-share", self.clean_share, "use a share in [0, 1]")
+        if self.spike_ratio != 0 and not 1 < self.spike_ratio < float("inf"):
+            raise ConfigError("spike-ratio", self.spike_ratio, "use 0 (off) or a multiple of the recent median above 1")
         if self.average_epochs is not None and self.average_epochs < 0:
             raise ConfigError("average-epochs", self.average_epochs, "use 0 (no average) or a positive number")
         choices = {"schedule": (self.schedule, SCHEDULES), "precision": (self.precision, PRECISIONS),
@@ -225,4 +229,5 @@ def comparable_key(training: dict[str, Any]) -> dict[str, Any]:
 def settings_before_they_existed(method: str) -> dict[str, Any]:
     """The settings added after runs were written, at the value runs of ``method`` had before them."""
     return {"average_epochs": 0, "clean_share": 0.0, "attack_start": get_method(method).attack_start,
-            "natural_batchnorm": "shared", "fixed_teacher": False, "read_statistics": "running"}  # fmt: skip
+            "natural_batchnorm": "shared", "fixed_teacher": False, "read_statistics": "running",
+            "spike_ratio": 0.0}  # fmt: skip

@@ -45,7 +45,10 @@ class MethodDefaults:
     ``fixed_teacher``: AutoLoRa's KL term leaves the natural path alone (its side detached), so the branch learns
     from natural CE only and the deployed path distils from it as from a fixed teacher;
     ``read_statistics``: what BatchNorm normalises with where training reads the model in eval mode (the
-    training attack, the validation, AutoLoRa's natural accuracy): the "running" averages or each "batch"'s own.
+    training attack, the validation, AutoLoRa's natural accuracy): the "running" averages or each "batch"'s own;
+    ``spike_ratio``: a step whose gradient norm is this many times the median of the 8 before it is a spike,
+    and an epoch with one that ends no better on validation than the model it started from halves the LR of a
+    schedule that halves (AutoLoRa's rule) and rolls back to the best model, as a non-finite loss does (0: off).
     """
 
     lr: float | None
@@ -63,6 +66,7 @@ class MethodDefaults:
     natural_batchnorm: str = "shared"
     fixed_teacher: bool = False
     read_statistics: str = "running"
+    spike_ratio: float = 0.0
 
 
 FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%
@@ -179,5 +183,6 @@ class Method(ABC):
             + ("" if d.natural_batchnorm == "shared" else ", the natural path's own BatchNorm statistics")
             + ("" if not d.fixed_teacher else ", the natural branch as a fixed teacher")
             + ("" if d.read_statistics == "running" else ", reads in training on batch statistics")
+            + ("" if not d.spike_ratio else f", halves on a harmful gradient spike (>{d.spike_ratio:g}x the median)")
             + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
         }

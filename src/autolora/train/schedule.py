@@ -1,8 +1,9 @@
 """Learning-rate schedules with explicit state: AutoLoRa's automatic rule, step decay and cosine.
 
-The trainer calls ``step(metric)`` once per epoch with the validation robust accuracy and
+The trainer calls ``step(metric)`` once per epoch with the validation metric (higher is better) and
 applies the returned ``Decision``: the next LR, whether to roll back to the best model,
-whether to stop. ``fault()`` reports an epoch that ended in a non-finite loss.
+whether to stop. ``fault()`` reports an epoch that ended in a non-finite loss; ``step(metric,
+unstable=True)`` one whose gradients spiked (``train/spikes.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Decision:
 class Schedule(ABC):
     """Counts epochs, tracks the best metric and decides the next learning rate."""
 
+    halves_on_spikes = False  # whether an epoch with a gradient spike that did harm halves the LR
+
     def __init__(self, lr: float, max_epochs: int) -> None:
         if not (lr > 0 and math.isfinite(lr)):
             raise ConfigError("lr", lr, "use a positive, finite learning rate")
@@ -47,23 +50,35 @@ class Schedule(ABC):
         self.history: list[float | None] = []
         self.best = -math.inf
         self.best_epoch = 0
+        self.start_metric: float | None = None  # the metric of the model the next epoch starts from
 
     @property
     def epoch(self) -> int:
         """Epochs completed."""
         return len(self.history)
 
-    def step(self, metric: float) -> Decision:
-        self.history.append(metric)
-        is_best = metric > self.best
+    def step(self, metric: float, unstable: bool = False) -> Decision:
+        """Decide after an epoch that ended with ``metric``; ``unstable``: a gradient spike fell in it."""
+        # harm: the epoch ended no better than the model it started from; such an epoch is never a best
+        # (not even among a tail's averages) and, rolled back as a fault is, stays out of the window means
+        harmful = self.halves_on_spikes and unstable and self.start_metric is not None and metric <= self.start_metric
+        self.history.append(None if harmful else metric)
+        is_best = metric > self.best and not harmful
         if is_best:
             self.best, self.best_epoch = metric, self.epoch
-        decision = self._decide(is_best)
-        return self._finish(decision)
+        decision = self._finish(self._after_harmful_spike() if harmful else self._decide(is_best))
+        self.start_metric = self.best if decision.rollback else metric
+        return decision
+
+    def _after_harmful_spike(self) -> Decision:
+        """What an epoch with a gradient spike that ended no better than the model it started from calls
+        for, in a schedule that ``halves_on_spikes`` (the fixed schedules take no notice)."""
+        raise NotImplementedError
 
     def fault(self) -> Decision:
         """An epoch ended in a non-finite loss: by default, stop."""
         self.history.append(None)
+        self.start_metric = None
         return Decision(self.lr, stop=True, reason=f"non-finite loss in epoch {self.epoch}")
 
     def _finish(self, decision: Decision) -> Decision:
@@ -140,7 +155,13 @@ class AutoLRSchedule(Schedule):
     deployed is the best of the tail's averages, not an earlier iterate: on a small validation
     split the best of many noisy iterates wins by its noise. With ``average_decayed_tail`` a decaying
     tail ends on its mean too (the best of its running means), for the same reason.
+
+    An epoch with a gradient spike (``step(metric, unstable=True)``, ``train/spikes.py``) that ends no
+    better than the model it started from halves the LR and rolls back at once, as a fault does, in
+    the tail too.
     """
+
+    halves_on_spikes = True
 
     def __init__(
         self,
@@ -280,9 +301,19 @@ class AutoLRSchedule(Schedule):
         A fault on a checkpoint epoch stands for that checkpoint's halving.
         """
         self.history.append(None)
+        self.start_metric = self.best  # rolled back to it
+        return self._finish(self._halve_at_once(f"non-finite loss in epoch {self.epoch}"))
+
+    def _after_harmful_spike(self) -> Decision:
+        """A gradient spike in an epoch that ended no better than the model it started from: the
+        instability a non-finite loss shows, caught before it overflows, and answered the same way."""
+        reason = f"a gradient spike in epoch {self.epoch}, which ended no better than it started"
+        return self._halve_at_once(reason)
+
+    def _halve_at_once(self, reason: str) -> Decision:
         if self._at_checkpoint():
             self._pass_checkpoint(halved=True)
-        return self._finish(self._halve(False, f"non-finite loss in epoch {self.epoch}"))
+        return self._halve(False, reason)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

@@ -38,6 +38,7 @@ from .objectives import LossOutput
 from .progress import LogReporter, Reporter
 from .run_dir import AUTOATTACK_STATE, SNAPSHOTS, SUMMARY, RunDirectory
 from .schedule import Decision
+from .spikes import GradientSpikes
 from .state import load_state, rng_state, save_state, seed_epoch, set_rng_state
 
 PASS_STREAM = 100_003  # data-order keys of an epoch's repeated passes: epoch + pass * PASS_STREAM
@@ -132,6 +133,7 @@ class Trainer:
         self.best_state = snapshot(self.model)
         self._build_loaders()
         self.average = WeightAverage(self.model, self._average_horizon())
+        self.spikes = GradientSpikes()
         # --epochs counts passes over the data; an epoch of the schedule may hold several (period_steps)
         periods = max(1, config.epochs // self._passes())  # never more passes than the cap
         self.schedule = self.method.build_schedule(self.optimizer.param_groups[0]["lr"], periods)
@@ -219,6 +221,7 @@ class Trainer:
             "head_start": self.head_start,
             "lr_search": self.lr_search,
             "metrics": self.metrics,
+            "spikes": self.spikes.state_dict(),
             "timing": asdict(self.timing),
             "compute": asdict(self.compute),
             "stop_reason": self.stop_reason,
@@ -254,6 +257,8 @@ class Trainer:
         self.head_start = state.get("head_start")
         self.lr_search = state.get("lr_search", self.lr_search)
         self.metrics = list(state["metrics"])
+        if "spikes" in state:
+            self.spikes.load_state_dict(state["spikes"])
         self.timing = Timing(**state["timing"])
         self.compute = Compute(**state.get("compute", {}))
         self.stop_reason = state["stop_reason"]
@@ -299,6 +304,9 @@ class Trainer:
                 if not self._finite(output.loss):
                     return EpochResult(None, None, f"non-finite loss in epoch {epoch}, batch {info.index}")
                 self._step(output, len(y), info)
+                if self.config.spike_ratio:
+                    parameters = (p for group in self.optimizer.param_groups for p in group["params"])
+                    self.spikes.observe(parameters, info.global_size)
                 loss_sum += output.loss.item() * len(y)
                 correct += int((output.logits.argmax(1) == y).sum())
                 seen += len(y)
@@ -358,7 +366,11 @@ class Trainer:
         t0 = time.perf_counter()
         result = self._train_epoch(epoch)
         self.timing.train += time.perf_counter() - t0
+        spike = self.spikes.end_epoch() if self.config.spike_ratio else None  # the epoch's largest ratio
+        spiked = spike is not None and spike > self.config.spike_ratio
         row |= {"train_loss": result.loss, "train_acc": result.accuracy}
+        if self.config.spike_ratio:
+            row["gradient_spike"] = spike
         if result.fault:
             self.reporter.warning(result.fault)
             decision = self.schedule.fault()
@@ -370,8 +382,9 @@ class Trainer:
             self.timing.validation += time.perf_counter() - t0
             row |= {"val_clean_acc": val_clean, "val_robust_acc": val_robust, "val_robust_loss": val_loss}
             # the schedule maximises its metric: robust accuracy, or the negated robust loss
-            decision = self.schedule.step(val_robust if self.config.val_metric == "robust_acc" else -val_loss)
-        self._apply(decision, fault=result.fault is not None)
+            metric = val_robust if self.config.val_metric == "robust_acc" else -val_loss
+            decision = self.schedule.step(metric, unstable=spiked)
+        self._apply(decision, fault=result.fault is not None or (spiked and decision.rollback))
         row |= {"best": decision.is_best, "event": decision.reason, "steps": self.compute.optimizer_steps,
                 "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
         self.metrics.append(row)
@@ -385,7 +398,7 @@ class Trainer:
         if decision.average:
             self.average.start(self.model, horizon=math.inf)
         if fault:
-            self.optimizer.state.clear()  # momentum from a diverging step must not carry over
+            self.optimizer.state.clear()  # momentum from a diverging (or spiking) step must not carry over
         for group in self.optimizer.param_groups:
             group["lr"] = decision.lr
         if decision.stop:
@@ -578,6 +591,7 @@ class Trainer:
             "attack_start": self.config.attack_start,
             "natural_batchnorm": self.config.natural_batchnorm,
             "read_statistics": self.config.read_statistics,
+            "spike_ratio": self.config.spike_ratio,
             "fixed_teacher": self.config.fixed_teacher,
             "batchnorm": self.config.batchnorm,
             "batchnorm_images": batchnorm_images,
