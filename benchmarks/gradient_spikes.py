@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
+import math
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +41,7 @@ from autolora.train import trainer as training
 from autolora.train.config import TrainConfig
 
 NORMS = "gradient_norms.json"
+BATCH = 128  # the study's batch size (TrainConfig's default)
 RESULT = "gradient_spikes.json"
 
 
@@ -83,27 +86,43 @@ def gradients_traced(trace: list[dict[str, float]], clip: float | None = None, w
 
 
 def run_of(clip: float | None, window: int) -> reproduce.Run:
-    """The study's default recipe, its gradients traced, and clipped at ``clip`` times the median of
-    the last ``window`` steps' norms."""
+    """The study's default recipe as it was before the spike halving (which these runs led to), its
+    gradients traced, and clipped at ``clip`` times the median of the last ``window`` steps' norms."""
+    before = {"spike_ratio": 0.0}
     if clip is None:
-        return reproduce.Run("autolora (gradient norms traced)", "autolora")
-    return reproduce.Run(f"autolora (gradient spikes clipped at {clip:g}x the median of {window} steps)", "autolora")
+        return reproduce.Run("autolora (gradient norms traced)", "autolora", settings=before)
+    name = f"autolora (gradient spikes clipped at {clip:g}x the median of {window} steps)"
+    return reproduce.Run(name, "autolora", settings=before)
 
 
-def summarise(trace: list[dict[str, Any]], window: int) -> dict[str, Any]:
+def summarise(trace: list[dict[str, Any]], window: int, train_images: int) -> dict[str, Any]:
     """A run's gradient norms in brief: the median, the largest, the largest ratio of a step's norm to
-    the median of the ``window`` before it (and that step), and how many steps were clipped."""
+    the median of the ``window`` before it (and that step), the same with each norm scaled for its
+    batch's size as the default's spike halving scales it (``train/spikes.py``; the steps' batches are
+    the loader's passes over ``train_images``), and how many steps were clipped."""
     norms = [step["norm"] for step in trace]
-    ratios = [(norms[t] / statistics.median(norms[max(0, t - window) : t]), t) for t in range(1, len(norms))]
-    ratio, at = max(ratios, default=(1.0, 0))
+    ratio, at = largest_ratio(norms, window)
+    one_pass = [BATCH] * (train_images // BATCH) + [train_images % BATCH] * (train_images % BATCH >= 2)
+    sizes = itertools.islice(itertools.cycle(one_pass), len(norms))
+    scaled = [norm * math.sqrt(size / max(one_pass)) for norm, size in zip(norms, sizes, strict=True)]
+    scaled_ratio, scaled_at = largest_ratio(scaled, window)
     return {
         "median": statistics.median(norms),
         "largest": max(norms),
         "largest_ratio": ratio,
-        "largest_ratio_step": at + 1,
+        "largest_ratio_step": at,
+        "largest_scaled_ratio": scaled_ratio,
+        "largest_scaled_ratio_step": scaled_at,
         "clipped": sum(step["clipped"] for step in trace),
         "steps": len(norms),
     }
+
+
+def largest_ratio(norms: list[float], window: int) -> tuple[float, int]:
+    """The largest ratio of a norm to the median of the ``window`` before it (of at least one), and its
+    step (counted from 1)."""
+    ratios = [(norms[t] / statistics.median(norms[max(0, t - window) : t]), t + 1) for t in range(1, len(norms))]
+    return max(ratios, default=(1.0, 1))
 
 
 def measure(clip: float | None, window: int, task: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
@@ -111,7 +130,7 @@ def measure(clip: float | None, window: int, task: str, budget: str, seed: int, 
     trace: list[dict[str, Any]] = []
     traced = gradients_traced(trace, clip, window)
     row, norms = reproduce.traced_row(task, budget, seed, run_of(clip, window), out, traced, trace, NORMS)
-    return {"clip": clip, "window": window, **row, "norms": summarise(norms, window)}
+    return {"clip": clip, "window": window, **row, "norms": summarise(norms, window, row["data"]["train"])}
 
 
 def described(row: dict[str, Any]) -> str:
@@ -120,7 +139,8 @@ def described(row: dict[str, Any]) -> str:
     return (
         f"clean {100 * row['clean_acc']:.1f}  PGD-20 {100 * row['pgd_acc']:.1f}  gradient norm median "
         f"{norms['median']:.3g}, largest {norms['largest']:.3g}, largest ratio to the window's median "
-        f"{norms['largest_ratio']:.1f} (step {norms['largest_ratio_step']}), clipped {norms['clipped']}"
+        f"{norms['largest_ratio']:.1f} (step {norms['largest_ratio_step']}; scaled for the batch's size "
+        f"{norms['largest_scaled_ratio']:.1f}, step {norms['largest_scaled_ratio_step']}), clipped {norms['clipped']}"
     )
 
 

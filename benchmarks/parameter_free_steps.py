@@ -16,8 +16,9 @@ their step size from what the run has done so far, with no LR to give:
   with no LR at all (``parameterfree``, its author's package; ``alpha=100``, his). It has no
   multiplier, so the rule's halvings and the tail's decay do not reach it: it runs on its own.
 
-Each replaces the training optimizer of the study's default row ("autolora") and nothing else: the
-LR rule, the tail and the model selection act on the optimizer's LR, which here is the multiplier
+Each replaces the training optimizer of the study's default row ("autolora", as it was before the
+spike halving of 2026-12-06) and nothing else: the LR rule, the tail and the model selection act on
+the optimizer's LR, which here is the multiplier
 its authors ask to leave at 1 (DoG's c, D-Adaptation's lr), so the rule halves that multiplier.
 Every step's step size is recorded (``step_sizes.json`` in the run's directory). The
 default itself is run beside them (``--optimizers default``), so every comparison is on one machine.
@@ -142,10 +143,12 @@ def optimizer_traced(factory: Factory, trace: list[dict[str, float]]) -> Iterato
 
 
 def run_of(name: str) -> reproduce.Run:
-    """The study's default row, or that row with the optimizer ``name`` at its multiplier of 1."""
+    """The study's default row as it was when these were measured (before the spike halving), or that
+    row with the optimizer ``name`` at its multiplier of 1."""
+    before = {"spike_ratio": 0.0}
     if name == "default":
-        return next(run for run in reproduce.RUNS if run.name == "autolora")
-    return reproduce.Run(f"autolora ({name} step sizes)", "autolora", 1.0)
+        return reproduce.Run("autolora", "autolora", settings=before)
+    return reproduce.Run(f"autolora ({name} step sizes)", "autolora", 1.0, settings=before)
 
 
 def summarise(trace: list[dict[str, float]]) -> dict[str, Any]:
