@@ -36,7 +36,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager as ContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ AUTOLORA_STARTS = (RECIPE_LR / 2, RECIPE_LR, 2 * RECIPE_LR)  # that start and a 
 # the default recipe, the default before it, and the candidates for it measured last
 JUDGED = (
     "autolora",
+    "autolora (the default before the spike halving)",
     "autolora (the default before the fixed teacher)",
     "autolora (a decayed tail ends on its best iterate)",
     "autolora (the branch as a fixed teacher)",
@@ -75,9 +76,10 @@ BEST_ITERATE_TAIL = {"schedule": "auto-mean-anneal-or-average"}
 # the default's KL and eval-mode reads until 2026-12-05 (the paper's): rows measured with them keep them
 BEFORE_THE_TEACHER = {"fixed_teacher": False, "read_statistics": "running"}
 BEFORE_THE_TEACHER_ROW = "autolora (the default before the fixed teacher)"
+BEFORE_THE_SPIKES_ROW = "autolora (the default before the spike halving)"
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 # the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
-ROW_SETTINGS = ("attack_start", "batchnorm", "natural_batchnorm", "read_statistics", "fixed_teacher")
+ROW_SETTINGS = ("attack_start", "batchnorm", "natural_batchnorm", "read_statistics", "fixed_teacher", "spike_ratio")
 # the rule's, the tail's and the loss's settings, recorded by rows since 2026-12-05 (the leave-one-out rows set
 # them); a row from before took its run's (every committed row's passes per epoch match its run's period), not the
 # value before the setting existed: rows such as "autolora (clean share 0.5)" set one without recording it
@@ -195,8 +197,18 @@ RUNS = [
     Run(
         "autolora (reads on batch statistics)", "autolora", settings={**BEFORE_THE_TEACHER, "read_statistics": "batch"}
     ),
+    # the default until 2026-12-06, before an epoch with a gradient spike that ended no better than the one before
+    # halved the LR and rolled back as a non-finite loss does; the same run wherever no such epoch falls
+    Run(BEFORE_THE_SPIKES_ROW, "autolora", settings={"spike_ratio": 0.0}),
     # the fixed teacher's collapses at 300 labels were eval-mode reads: with batch statistics, the default since
     # 2026-12-05, "autolora" above (its rows were measured as "autolora (a fixed teacher, reads on batch statistics)")
+]
+# every AutoLoRa row but the default's was measured before the spike halving (2026-12-06), and keeps it off
+RUNS = [
+    replace(run, settings={"spike_ratio": 0.0, **run.settings})
+    if run.method == "autolora" and run.name != "autolora" and run.recipe == "default"
+    else run
+    for run in RUNS
 ]
 
 

@@ -157,6 +157,7 @@ class AutoLoRa(Method):
         natural_batchnorm="own",
         fixed_teacher=True,
         read_statistics="batch",
+        spike_ratio=5.0,
     )  # see docs/method.md, "The default recipe", for why each differs from the paper
     recipes = {"paper": MethodDefaults(lr=0.1, epochs=60, schedule="auto", decides_length=True)}
     columns = ("lambda1", "lambda2", "nat_branch_acc")
