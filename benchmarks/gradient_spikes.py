@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import math
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ import reproduce
 from autolora.fileio import write_json
 from autolora.train import trainer as training
 from autolora.train.config import TrainConfig
+from autolora.train.spikes import ratios_to_recent_median, scaled_for_batch
 
 NORMS = "gradient_norms.json"
 BATCH = 128  # the study's batch size (TrainConfig's default)
@@ -97,15 +97,17 @@ def run_of(clip: float | None, window: int) -> reproduce.Run:
 
 def summarise(trace: list[dict[str, Any]], window: int, train_images: int) -> dict[str, Any]:
     """A run's gradient norms in brief: the median, the largest, the largest ratio of a step's norm to
-    the median of the ``window`` before it (and that step), the same with each norm scaled for its
-    batch's size as the default's spike halving scales it (``train/spikes.py``; the steps' batches are
-    the loader's passes over ``train_images``), and how many steps were clipped."""
+    the median of the (up to) ``window`` before it (and that step), the ratio the default's spike
+    halving reads (``train/spikes.py``: each norm scaled for its batch's size, a full window before
+    it; the steps' batches are the loader's passes over ``train_images``), and how many steps were
+    clipped."""
     norms = [step["norm"] for step in trace]
     ratio, at = largest_ratio(norms, window)
     one_pass = [BATCH] * (train_images // BATCH) + [train_images % BATCH] * (train_images % BATCH >= 2)
     sizes = itertools.islice(itertools.cycle(one_pass), len(norms))
-    scaled = [norm * math.sqrt(size / max(one_pass)) for norm, size in zip(norms, sizes, strict=True)]
-    scaled_ratio, scaled_at = largest_ratio(scaled, window)
+    scaled = [scaled_for_batch(norm, size, max(one_pass)) for norm, size in zip(norms, sizes, strict=True)]
+    scaled_ratios = [(r, t + 1) for t, r in enumerate(ratios_to_recent_median(scaled, window)) if r is not None]
+    scaled_ratio, scaled_at = max(scaled_ratios, default=(1.0, 1))
     return {
         "median": statistics.median(norms),
         "largest": max(norms),

@@ -255,7 +255,7 @@ def test_the_gradient_spike_benchmark_clips_only_a_step_far_above_the_recent_med
     assert [step["clipped"] for step in trace] == [False] * 4 + [True, False]
     assert weight.tolist() == [0.0, -(4 * 1.0 + 5.0 + 4.0)]  # the spike moved it by the bound, 5 x median 1
     assert bench.spike_bound([1.0, 1.0, 1.0], 5.0, 8) is None and bench.spike_bound([1.0] * 4, None, 8) is None
-    brief = bench.summarise(trace, window=8, train_images=128 + 32)  # passes of two steps: 128, then 32
+    brief = bench.summarise(trace, window=4, train_images=128 + 32)  # passes of two steps: 128, then 32
     assert (brief["largest_ratio"], brief["largest_ratio_step"], brief["clipped"]) == (10.0, 5, 1)
     # every second step is a 32-image batch, its norm halved: 1, .5, 1, .5, 10 over the median .75
     assert (brief["largest_scaled_ratio"], brief["largest_scaled_ratio_step"]) == (pytest.approx(10 / 0.75), 5)

@@ -301,3 +301,17 @@ def test_a_spike_is_a_step_norm_against_the_median_of_the_window_before_it_acros
     resumed.observe(model.parameters(), batch_size=128)
     resumed.observe(model.parameters(), batch_size=32)  # a pass's short last batch: its noise, a root of 4 more
     assert [n.item() for n in resumed._epoch] == pytest.approx([norm, norm / 2])
+
+
+def test_only_an_unstable_epochs_roll_back_clears_the_momentum_and_a_tails_still_judges_the_next_spike():
+    schedule = SCHEDULES["auto-mean-anneal-and-average"](0.1, 8)  # the tail: epochs 7-8, no halving before
+    _run(schedule, [0.30, 0.35, 0.40, 0.41, 0.42])
+    entering = schedule.step(0.44)  # the tail's mean starts; its averages compete only with each other
+    assert entering.average and not entering.clear_momentum and schedule.best == -math.inf
+    harmed = schedule.step(0.20, unstable=True)
+    assert harmed.rollback and harmed.clear_momentum  # back to the last best, the epoch-6 model
+    assert schedule.start_metric == 0.44  # that model's metric, not the tail's empty best
+    assert schedule.fault().clear_momentum
+    plateau = AutoLRSchedule(0.1, max_epochs=20)
+    (halving,) = [d for d in _run(plateau, [0.5] * 5) if d.halved]  # the rule's own halving keeps it
+    assert halving.rollback and not halving.clear_momentum

@@ -12,7 +12,7 @@ import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ConfigError
@@ -32,6 +32,7 @@ class Decision:
     stop: bool = False
     reason: str = ""
     average: bool = False  # from the next step on, judge and deploy the mean of the iterates
+    clear_momentum: bool = False  # an unstable epoch's: its momentum must not carry over the roll-back
 
 
 class Schedule(ABC):
@@ -50,7 +51,7 @@ class Schedule(ABC):
         self.history: list[float | None] = []
         self.best = -math.inf
         self.best_epoch = 0
-        self.start_metric: float | None = None  # the metric of the model the next epoch starts from
+        self.start_metric: float | None = None  # what the next epoch's metric must beat to have done no harm
 
     @property
     def epoch(self) -> int:
@@ -67,8 +68,12 @@ class Schedule(ABC):
         if is_best:
             self.best, self.best_epoch = metric, self.epoch
         decision = self._finish(self._after_harmful_spike() if harmful else self._decide(is_best))
-        self.start_metric = self.best if decision.rollback else metric
+        self.start_metric = self._rolled_back_metric() if decision.rollback else metric
         return decision
+
+    def _rolled_back_metric(self) -> float:
+        """The metric of the model a roll-back returns to: the best."""
+        return self.best
 
     def _after_harmful_spike(self) -> Decision:
         """What an epoch with a gradient spike that ended no better than the model it started from calls
@@ -85,7 +90,7 @@ class Schedule(ABC):
         if decision.stop:
             return decision
         if self.epoch >= self.max_epochs:
-            return Decision(decision.lr, decision.is_best, decision.halved, decision.rollback, True, "max epochs")
+            return replace(decision, stop=True, reason="max epochs")
         return decision
 
     @abstractmethod
@@ -198,6 +203,7 @@ class AutoLRSchedule(Schedule):
         self.average_unhalved_tail = average_unhalved_tail
         self.average_decayed_tail = average_decayed_tail
         self.average_start: int | None = None  # the epoch after which the tail's average began
+        self.best_before_average = -math.inf
         self.lr_entering_tail: float | None = None
         self.rho = rho
         self.progress = progress
@@ -268,7 +274,12 @@ class AutoLRSchedule(Schedule):
 
     def _start_average(self) -> None:
         self.average_start = self.epoch
+        self.best_before_average = self.best  # the model a roll-back returns to until an average is best
         self.best = -math.inf  # the run ends on the tail's mean: its averages compete only with each other
+
+    def _rolled_back_metric(self) -> float:
+        """The best's metric, or, in a tail no average of which is best yet, the best's before it."""
+        return self.best if self.best > -math.inf else self.best_before_average
 
     def _anneal(self, is_best: bool) -> Decision:
         reason, average = "", False
@@ -301,7 +312,7 @@ class AutoLRSchedule(Schedule):
         A fault on a checkpoint epoch stands for that checkpoint's halving.
         """
         self.history.append(None)
-        self.start_metric = self.best  # rolled back to it
+        self.start_metric = self._rolled_back_metric()
         return self._finish(self._halve_at_once(f"non-finite loss in epoch {self.epoch}"))
 
     def _after_harmful_spike(self) -> Decision:
@@ -313,7 +324,7 @@ class AutoLRSchedule(Schedule):
     def _halve_at_once(self, reason: str) -> Decision:
         if self._at_checkpoint():
             self._pass_checkpoint(halved=True)
-        return self._halve(False, reason)
+        return replace(self._halve(False, reason), clear_momentum=True)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

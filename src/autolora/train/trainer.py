@@ -366,11 +366,11 @@ class Trainer:
         t0 = time.perf_counter()
         result = self._train_epoch(epoch)
         self.timing.train += time.perf_counter() - t0
-        spike = self.spikes.end_epoch() if self.config.spike_ratio else None  # the epoch's largest ratio
-        spiked = spike is not None and spike > self.config.spike_ratio
+        largest_ratio = self.spikes.end_epoch() if self.config.spike_ratio else None  # of a step's norm to recent ones
+        spiked = largest_ratio is not None and largest_ratio > self.config.spike_ratio
         row |= {"train_loss": result.loss, "train_acc": result.accuracy}
         if self.config.spike_ratio:
-            row["gradient_spike"] = spike
+            row["gradient_spike"] = largest_ratio
         if result.fault:
             self.reporter.warning(result.fault)
             decision = self.schedule.fault()
@@ -384,12 +384,12 @@ class Trainer:
             # the schedule maximises its metric: robust accuracy, or the negated robust loss
             metric = val_robust if self.config.val_metric == "robust_acc" else -val_loss
             decision = self.schedule.step(metric, unstable=spiked)
-        self._apply(decision, fault=result.fault is not None or (spiked and decision.rollback))
+        self._apply(decision)
         row |= {"best": decision.is_best, "event": decision.reason, "steps": self.compute.optimizer_steps,
                 "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
         self.metrics.append(row)
 
-    def _apply(self, decision: Decision, fault: bool = False) -> None:
+    def _apply(self, decision: Decision) -> None:
         if decision.is_best:
             self.best_state = self.average.state(self.model)
         if decision.rollback:
@@ -397,7 +397,7 @@ class Trainer:
             self.average.reset(self.model)
         if decision.average:
             self.average.start(self.model, horizon=math.inf)
-        if fault:
+        if decision.clear_momentum:
             self.optimizer.state.clear()  # momentum from a diverging (or spiking) step must not carry over
         for group in self.optimizer.param_groups:
             group["lr"] = decision.lr
