@@ -38,16 +38,11 @@ import reproduce
 from autolora.fileio import write_json
 from autolora.train import trainer as training
 from autolora.train.config import TrainConfig
-from autolora.train.spikes import ratios_to_recent_median, scaled_for_batch
+from autolora.train.spikes import global_norm, ratios_to_recent_median, scaled_for_batch
 
 NORMS = "gradient_norms.json"
 BATCH = 128  # the study's batch size (TrainConfig's default)
 RESULT = "gradient_spikes.json"
-
-
-def global_norm(parameters: list[nn.Parameter]) -> float:
-    """The norm of all the parameters' gradients taken as one vector."""
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters])))
 
 
 def spike_bound(norms: list[float], clip: float | None, window: int) -> float | None:
@@ -70,7 +65,7 @@ def gradients_traced(trace: list[dict[str, float]], clip: float | None = None, w
 
         def before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             with_grad = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            norm = global_norm(with_grad)
+            norm = float(global_norm([p.grad for p in with_grad]))
             bound = spike_bound([step["norm"] for step in trace], clip, window)
             clipped = bound is not None and norm > bound
             if clipped:
@@ -88,7 +83,7 @@ def gradients_traced(trace: list[dict[str, float]], clip: float | None = None, w
 def run_of(clip: float | None, window: int) -> reproduce.Run:
     """The study's default recipe as it was before the spike halving (which these runs led to), its
     gradients traced, and clipped at ``clip`` times the median of the last ``window`` steps' norms."""
-    before = {"spike_ratio": 0.0}
+    before = reproduce.BEFORE_THE_SPIKES
     if clip is None:
         return reproduce.Run("autolora (gradient norms traced)", "autolora", settings=before)
     name = f"autolora (gradient spikes clipped at {clip:g}x the median of {window} steps)"

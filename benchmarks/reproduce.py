@@ -76,6 +76,8 @@ BEST_ITERATE_TAIL = {"schedule": "auto-mean-anneal-or-average"}
 # the default's KL and eval-mode reads until 2026-12-05 (the paper's): rows measured with them keep them
 BEFORE_THE_TEACHER = {"fixed_teacher": False, "read_statistics": "running"}
 BEFORE_THE_TEACHER_ROW = "autolora (the default before the fixed teacher)"
+# the default's until 2026-12-06, before an epoch with a gradient spike that did harm halved the LR
+BEFORE_THE_SPIKES = {"spike_ratio": 0.0}
 BEFORE_THE_SPIKES_ROW = "autolora (the default before the spike halving)"
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 # the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
@@ -197,15 +199,15 @@ RUNS = [
     Run(
         "autolora (reads on batch statistics)", "autolora", settings={**BEFORE_THE_TEACHER, "read_statistics": "batch"}
     ),
-    # the default until 2026-12-06, before an epoch with a gradient spike that ended no better than the one before
+    # the default until 2026-12-06, before an epoch with a gradient spike that ended no better than it began
     # halved the LR and rolled back as a non-finite loss does; the same run wherever no such epoch falls
-    Run(BEFORE_THE_SPIKES_ROW, "autolora", settings={"spike_ratio": 0.0}),
+    Run(BEFORE_THE_SPIKES_ROW, "autolora", settings=BEFORE_THE_SPIKES),
     # the fixed teacher's collapses at 300 labels were eval-mode reads: with batch statistics, the default since
     # 2026-12-05, "autolora" above (its rows were measured as "autolora (a fixed teacher, reads on batch statistics)")
 ]
 # every AutoLoRa row but the default's was measured before the spike halving (2026-12-06), and keeps it off
 RUNS = [
-    replace(run, settings={"spike_ratio": 0.0, **run.settings})
+    replace(run, settings={**BEFORE_THE_SPIKES, **run.settings})
     if run.method == "autolora" and run.name != "autolora" and run.recipe == "default"
     else run
     for run in RUNS

@@ -49,7 +49,7 @@ class GradientSpikes:
         """Record the norm of the gradients now held by ``parameters`` (one step's, on ``batch_size`` images)."""
         grads = [p.grad for p in parameters if p.grad is not None]
         if grads:
-            self.record(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])), batch_size)
+            self.record(global_norm(grads), batch_size)
 
     def record(self, norm: Tensor, batch_size: int) -> None:
         """Record one step's gradient norm, on ``batch_size`` images, scaled for the batch's size."""
@@ -71,6 +71,11 @@ class GradientSpikes:
         self.recent = [float(norm) for norm in state["recent"]]
         self.largest_batch = int(state["largest_batch"])
         self._epoch = []
+
+
+def global_norm(tensors: Sequence[Tensor]) -> Tensor:
+    """The norm of ``tensors`` taken as one vector (a step's global gradient norm)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
 
 
 def ratios_to_recent_median(norms: Sequence[float], window: int = SPIKE_WINDOW) -> list[float | None]:
