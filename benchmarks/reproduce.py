@@ -34,6 +34,7 @@ import re
 import shutil
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field, replace
@@ -544,6 +545,29 @@ def markdown(table: list[dict[str, Any]], size: Size) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _machine_name(record: Mapping[str, Any] | None) -> str:
+    if not record or not record.get("cpu"):
+        return "a machine not recorded"
+    return f"{record['cpu']} ({record.get('cpu_kernels', '?')})"
+
+
+def machines_markdown(rows: list[dict[str, Any]]) -> str:
+    """Which CPU measured which rows: CPU results differ between models in the last bits, so a table
+    that mixes machines says which; a run with few rows there is named."""
+    by_machine: dict[str, Counter[str]] = {}
+    for row in rows:
+        where = _machine_name(row.get("machine"))
+        if "autoattack_machine" in row and _machine_name(row["autoattack_machine"]) != where:
+            where += f", AutoAttack on {_machine_name(row['autoattack_machine'])}"
+        by_machine.setdefault(where, Counter())[row["run"]] += 1
+    parts = []
+    for where, runs in sorted(by_machine.items(), key=lambda item: -item[1].total()):
+        named = f": {', '.join(sorted(runs))}" if len(runs) <= 3 else f" of {len(runs)} runs"
+        count = runs.total()
+        parts.append(f"{where}, {count} row{'s' if count != 1 else ''}{named}")
+    return "Rows by machine: " + "; ".join(parts) + ".\n"
+
+
 def _robust(entry: dict[str, Any], autoattack: bool = True) -> tuple[dict[str, float | None], str]:
     """AutoAttack where every seed has it (and ``autoattack``), else PGD-20: an upper bound on it."""
     if autoattack and entry["autoattack_acc"]["n"] == len(entry["seeds"]):
@@ -719,7 +743,8 @@ def main() -> None:
     if table:
         sensitivity_figure(table, args.out / "sensitivity.png")
     write_json(args.out / "results.json", record)
-    report = markdown(table, size) + "\n#### Issue 13's criteria\n\n" + verdict_markdown(record["verdicts"])
+    criteria = "\n#### Issue 13's criteria\n\n" + verdict_markdown(record["verdicts"])
+    report = markdown(table, size) + "\n" + machines_markdown(rows) + criteria
     write_text(args.out / "study.md", report)
     print(report)
     print(f"study took {record['wall_s'] / 60:.1f} min; wrote {args.out}/results.json, study.md, sensitivity.png")

@@ -99,6 +99,20 @@ def test_every_committed_study_row_stands_for_the_run_it_names():
         assert study.measured_as_asked(row, run, study.train_config(run, size, row["seed"], False), size), row["dir"]
 
 
+def test_the_study_report_names_the_machines_that_measured_its_rows():
+    """CPU results differ between models, so a study whose rows come from several machines says which."""
+    study = load_study()
+    xeon, epyc = {"cpu": "Xeon", "cpu_kernels": "AVX512"}, {"cpu": "EPYC", "cpu_kernels": "AVX2"}
+    rows = [*({"run": f"vanilla lr={lr}", "machine": xeon} for lr in (0.001, 0.01, 0.1, 0.1)),
+            {"run": "autolora", "machine": epyc, "autoattack_machine": epyc},
+            {"run": "roli", "machine": xeon, "autoattack_machine": epyc}, {"run": "twins"}]  # fmt: skip
+    assert study.machines_markdown(rows) == (
+        "Rows by machine: Xeon (AVX512), 4 rows: vanilla lr=0.001, vanilla lr=0.01, vanilla lr=0.1; "
+        "EPYC (AVX2), 1 row: autolora; Xeon (AVX512), AutoAttack on EPYC (AVX2), 1 row: roli; "
+        "a machine not recorded, 1 row: twins.\n"
+    )
+
+
 def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     """A seconds-long run of the study's own code: every fine-tuning method on one task."""
     # on the CPU: the byte-identical twins below need deterministic training, which CUDA kernels
