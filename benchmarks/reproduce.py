@@ -595,6 +595,15 @@ def verdicts(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
+TIE = 1e-6  # accuracies are float32 fractions of at most 10,000 test images (one image: 1e-4)
+
+
+def _at_least(value: float, bound: float) -> bool:
+    """``value >= bound`` at the accuracies' resolution: a seed exactly on a bound meets it, whatever
+    float32's last bits say (0.886 read as 0.88599998 against 0.906 - 0.02)."""
+    return value >= bound - TIE
+
+
 def _verdict(task: str, budget: str, auto: dict[str, Any], vanillas: list[dict[str, Any]],
              none: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
     """One AutoLoRa run's verdict; the docstring of ``verdicts`` says how AutoAttack and PGD-20 mix."""
@@ -614,10 +623,10 @@ def _verdict(task: str, budget: str, auto: dict[str, Any], vanillas: list[dict[s
         "best_vanilla_se": best_robust["se"],  # None with one seed; the criterion below then uses 0
         "autolora_clean_worst": auto["clean_acc"]["worst"], "best_vanilla_clean": best["clean_acc"]["mean"],
         "no_pretraining": none_robust,
-        "robust_ok": robust["worst"] >= best_robust["mean"] - se,
-        "clean_ok": auto["clean_acc"]["worst"] >= best["clean_acc"]["mean"] - 0.02,
-        "beats_every_vanilla": all(robust["worst"] > _robust(v, judged)[0]["mean"] for v in vanillas),
-        "above_no_pretraining": none_robust is None or robust["worst"] >= none_robust,
+        "robust_ok": _at_least(robust["worst"], best_robust["mean"] - se),
+        "clean_ok": _at_least(auto["clean_acc"]["worst"], best["clean_acc"]["mean"] - 0.02),
+        "beats_every_vanilla": all(not _at_least(_robust(v, judged)[0]["mean"], robust["worst"]) for v in vanillas),
+        "above_no_pretraining": none_robust is None or _at_least(robust["worst"], none_robust),
         "steps_ratio_to_grid": (auto["optimizer_steps"]["mean"] or 0) / grid_steps if grid_steps else None,
     }  # fmt: skip
 

@@ -113,6 +113,29 @@ def test_the_study_report_names_the_machines_that_measured_its_rows():
     )
 
 
+def test_a_seed_exactly_on_a_criterion_bound_meets_it():
+    """Accuracies come as float32 fractions: 0.886 against vanilla's 0.906 - 0.02 must read as equal."""
+    study = load_study()
+    f32 = lambda x: float(torch.tensor(x, dtype=torch.float32))  # noqa: E731 - how the runs record them
+
+    def row(run, seed, clean, robust):
+        return {"task": "t", "budget": "1000", "run": run, "seed": seed, "clean_acc": f32(clean), "pgd_acc": f32(robust),
+                "autoattack_acc": f32(robust), "optimizer_steps": 10, "attack_passes": 1, "wall_s": 1.0}  # fmt: skip
+
+    vanilla = [row(f"vanilla lr={lr:g}", seed, 0.880 + 0.026 * (seed == 1), 0.5 * lr) for lr in (0.001, 0.01)
+               for seed in (0, 1, 2)]  # fmt: skip
+    best = [
+        row("vanilla lr=0.1", 0, 0.880, 0.70),
+        row("vanilla lr=0.1", 1, 0.927, 0.75),
+        row("vanilla lr=0.1", 2, 0.911, 0.80),
+    ]
+    autolora = [row("autolora", 0, 0.898, 0.75), row("autolora", 1, 0.886, 0.721132)]
+    (found,) = study.verdicts(study.aggregate([*vanilla, *best, *autolora]))
+    assert found["clean_ok"]  # 0.886 is 0.906 - 0.02 to the image
+    assert found["robust_ok"] and not found["beats_every_vanilla"]  # 0.721132 is 0.75 - SE 0.028868 to 1e-6
+    assert not study.verdicts(study.aggregate([*vanilla, *best, row("autolora", 1, 0.885, 0.72)]))[0]["clean_ok"]
+
+
 def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     """A seconds-long run of the study's own code: every fine-tuning method on one task."""
     # on the CPU: the byte-identical twins below need deterministic training, which CUDA kernels
