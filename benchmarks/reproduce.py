@@ -66,6 +66,7 @@ AUTOLORA_STARTS = (RECIPE_LR / 2, RECIPE_LR, 2 * RECIPE_LR)  # that start and a 
 # the default recipe, the default before it, and the candidates for it measured last
 JUDGED = (
     "autolora",
+    "autolora (the default before the attack's running reads)",
     "autolora (the default before the spike halving)",
     "autolora (the default before the fixed teacher)",
     "autolora (a decayed tail ends on its best iterate)",
@@ -80,6 +81,10 @@ BEFORE_THE_TEACHER_ROW = "autolora (the default before the fixed teacher)"
 # the default's until 2026-12-06, before an epoch with a gradient spike that did harm halved the LR
 BEFORE_THE_SPIKES = {"spike_ratio": 0.0}
 BEFORE_THE_SPIKES_ROW = "autolora (the default before the spike halving)"
+# the default's until 2026-12-06 (later that day), before the training attack turned to the running statistics
+# once the LR had fallen; the same run wherever the LR never fell
+BEFORE_THE_ATTACK_READS = {"read_statistics": "batch"}
+BEFORE_THE_ATTACK_READS_ROW = "autolora (the default before the attack's running reads)"
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 # the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
 ROW_SETTINGS = ("attack_start", "batchnorm", "natural_batchnorm", "read_statistics", "fixed_teacher", "spike_ratio")
@@ -203,13 +208,25 @@ RUNS = [
     # the default until 2026-12-06, before an epoch with a gradient spike that ended no better than it began
     # halved the LR and rolled back as a non-finite loss does; the same run wherever no such epoch falls
     Run(BEFORE_THE_SPIKES_ROW, "autolora", settings=BEFORE_THE_SPIKES),
+    # the default until later on 2026-12-06, before the training attack read the running statistics once the LR
+    # had fallen (its reads all on batch statistics)
+    Run(BEFORE_THE_ATTACK_READS_ROW, "autolora", settings=BEFORE_THE_ATTACK_READS),
     # the fixed teacher's collapses at 300 labels were eval-mode reads: with batch statistics, the default since
     # 2026-12-05, "autolora" above (its rows were measured as "autolora (a fixed teacher, reads on batch statistics)")
 ]
-# every AutoLoRa row but the default's was measured before the spike halving (2026-12-06), and keeps it off
+# every AutoLoRa row of the default recipe but the default's was measured with every read on batch statistics
+# (or says otherwise), and all but the default's and the one before it before the spike halving (2026-12-06)
+RUNS = [
+    replace(run, settings={**BEFORE_THE_ATTACK_READS, **run.settings})
+    if run.method == "autolora" and run.name != "autolora" and run.recipe == "default"
+    else run
+    for run in RUNS
+]
 RUNS = [
     replace(run, settings={**BEFORE_THE_SPIKES, **run.settings})
-    if run.method == "autolora" and run.name != "autolora" and run.recipe == "default"
+    if run.method == "autolora"
+    and run.name not in ("autolora", BEFORE_THE_ATTACK_READS_ROW)
+    and run.recipe == "default"
     else run
     for run in RUNS
 ]

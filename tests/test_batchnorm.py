@@ -4,6 +4,7 @@ settings, and that the trainer exports them and finishes an older run again."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -130,3 +131,30 @@ def test_reads_in_training_normalise_with_the_statistics_asked_for(tmp_path, tin
     trainer._finish = lambda: {}  # stop before the test evaluation
     trainer.fit()
     assert running_reads and any(running_reads) == (reads == "running")
+
+
+def test_the_training_attack_turns_to_the_running_statistics_once_the_lr_has_fallen(tmp_path, tiny_model):
+    """With ``read_statistics="batch-then-running-attack"`` every read during training normalises with
+    batch statistics in the epochs at the start LR; once the LR has fallen (vanilla's step decay: ÷10 at
+    half and three quarters of 4 epochs) the training attack (and TRADES's clean target) reads the
+    running ones, and the validation still reads batch statistics."""
+    data = prepare_data(DataConfig("digits", classes="0-3", limit_train=120, limit_test=20))
+    tiny_model.reset_classifier(4)
+    config = TrainConfig(method="vanilla", batch_size=32, threat=Threat(0.1), attack_steps=1, epochs=4,
+                         read_statistics="batch-then-running-attack", evaluation=EvalConfig(pgd_steps=1))  # fmt: skip
+    run = RunDirectory(tmp_path / "run")
+    run.open()
+    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    epochs: list[list[bool]] = []  # per epoch: whether each BatchNorm forward read running statistics
+    turn = trainer.method.attack_statistics  # called as each epoch starts
+    trainer.method.attack_statistics = lambda batch: (epochs.append([]), turn(batch))
+    validate = trainer._validate
+    trainer._validate = lambda epoch: (epochs.append([]), validate(epoch))[-1]
+    for norm in (m for m in trainer.model.modules() if isinstance(m, nn.BatchNorm2d)):
+        norm.register_forward_pre_hook(lambda module, args: epochs[-1].append(not module.training) if epochs else None)
+    trainer._finish = lambda: {}
+    trainer.fit()
+    lrs = [json.loads(line)["lr"] for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] > lrs[-1] and len(epochs) == 2 * len(lrs) == 8  # per epoch: its training, then its validation
+    assert [any(reads) for reads in epochs[0::2]] == [lr < lrs[0] for lr in lrs]
+    assert not any(any(reads) for reads in epochs[1::2])

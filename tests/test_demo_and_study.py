@@ -178,11 +178,11 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     assert default["batchnorm"] == "recomputed" and default["batchnorm_images"] > 0
     autolora = study.get_method("autolora")
     assert default["schedule"] == autolora.defaults.schedule  # the recipe's, recorded though the run named none
-    assert default["fixed_teacher"] is True and default["read_statistics"] == "batch"  # the recipe's, recorded
+    assert default["fixed_teacher"] is True and default["read_statistics"] == "batch-then-running"  # recorded
     (default_run,) = (r for r in runs if r.name == "autolora")
     config = study.train_config(default_run, tiny, 0, True)
     assert study.measured_as_asked(default, default_run, config, tiny)
-    for before in ({"fixed_teacher": False}, {"read_statistics": "running"}):  # a row of the default before it
+    for before in ({"fixed_teacher": False}, {"read_statistics": "batch"}):  # a row of a default before it
         assert not study.measured_as_asked(default | before, default_run, config, tiny)
     assert default["period_steps"] == 8 and default["val_metric"] == "robust_loss"  # the recipe's, recorded
     for taken_back in ({"period_steps": 1}, {"val_metric": "robust_acc"}, {"val_attack_loss": "ce"},

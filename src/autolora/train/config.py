@@ -31,6 +31,8 @@ NATURAL_BATCHNORM = {  # AutoLoRa's natural path's BatchNorm running statistics 
 READ_STATISTICS = {  # what BatchNorm layers normalise with where training reads the model in eval mode
     "running": "the running averages (the paper): they lag weights that move fast",
     "batch": "each batch's own statistics, as the training step does: the weights as they are now",
+    "batch-then-running-attack": "each batch's own, but the training attack's the running averages once the LR "
+    "has fallen: they follow the weights then, and the deployed model normalises with fixed statistics",
 }
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
@@ -172,8 +174,16 @@ class TrainConfig:
     @property
     def batch_statistics(self) -> bool:
         """Whether the model's reads during training (the training attack, the validation, AutoLoRa's
-        natural accuracy) normalise with batch statistics rather than the running ones."""
-        return self.read_statistics == "batch"
+        natural accuracy; the attack's at the start LR) normalise with batch statistics rather than the running ones."""
+        return self.read_statistics in ("batch", "batch-then-running-attack")
+
+    def attack_reads_batch_statistics(self, lr: float, initial_lr: float) -> bool:
+        """Whether the training attack normalises with batch statistics in an epoch at ``lr``: with
+        "batch-then-running-attack" only while the LR is at its start; once it has fallen the running
+        averages follow the weights, and the attack meets the model as it is deployed, with fixed statistics."""
+        if self.read_statistics == "batch-then-running-attack":
+            return lr >= initial_lr
+        return self.batch_statistics
 
     @property
     def val_objective(self) -> type[UntargetedObjective]:

@@ -45,7 +45,8 @@ class MethodDefaults:
     ``fixed_teacher``: AutoLoRa's KL term leaves the natural path alone (its side detached), so the branch learns
     from natural CE only and the deployed path distils from it as from a fixed teacher;
     ``read_statistics``: what BatchNorm normalises with where training reads the model in eval mode (the
-    training attack, the validation, AutoLoRa's natural accuracy): the "running" averages or each "batch"'s own;
+    training attack, the validation, AutoLoRa's natural accuracy): the "running" averages, each "batch"'s own,
+    or each batch's own but the training attack's the running ones once the LR has fallen ("batch-then-running-attack");
     ``spike_ratio``: a step whose gradient norm is this many times the median of the 8 before it is a spike,
     and an epoch with one that ends no better on validation than the model it started from halves the LR of a
     schedule that halves (AutoLoRa's rule) and rolls back to the best model, as a non-finite loss does (0: off).
@@ -110,6 +111,7 @@ class Method(ABC):
     def __init__(self, config: TrainConfig, noise: BatchNoise | None = None) -> None:
         self.config = config
         self.noise = noise
+        self.attacks: list[PGD] = []  # the training attacks its objective crafts with
         self.objective = self.build_objective()
 
     @abstractmethod
@@ -120,7 +122,14 @@ class Method(ABC):
         """The run's training attack, from the run's ``attack_start``, in its precision and random stream."""
         cfg = self.config
         start = RandomStart(cfg.attack_start)
-        return cfg.attack(start, autocast=cfg.autocast_dtype, noise=self.noise, batch_statistics=cfg.batch_statistics)
+        attack = cfg.attack(start, autocast=cfg.autocast_dtype, noise=self.noise, batch_statistics=cfg.batch_statistics)
+        self.attacks.append(attack)
+        return attack
+
+    def attack_statistics(self, batch: bool) -> None:
+        """Make the training attack normalise with each batch's statistics, or with the running ones."""
+        for attack in self.attacks:
+            attack.batch_statistics = batch
 
     def prepare(self, model: ImageClassifier) -> None:  # noqa: B027 - an optional hook
         """Change the model before training (add branches, freeze parts); runs before the optimizer exists."""
@@ -183,6 +192,7 @@ class Method(ABC):
             + ("" if d.natural_batchnorm == "shared" else ", the natural path's own BatchNorm statistics")
             + ("" if not d.fixed_teacher else ", the natural branch as a fixed teacher")
             + ("" if d.read_statistics == "running" else ", reads in training on batch statistics")
+            + ("" if d.read_statistics != "batch-then-running-attack" else " (the attack's on the running ones later)")
             + ("" if not d.spike_ratio else f", halves on a harmful gradient spike (>{d.spike_ratio:g}x the median)")
             + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
         }

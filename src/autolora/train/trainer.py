@@ -359,6 +359,9 @@ class Trainer:
     def _run_epoch(self, epoch: int) -> None:
         started = time.perf_counter()
         seed_epoch(self.config.seed, epoch)
+        self.method.attack_statistics(
+            self.config.attack_reads_batch_statistics(self.schedule.lr, self.schedule.initial_lr)
+        )
         row: dict[str, Any] = {"epoch": epoch, "lr": self.schedule.lr, **dict.fromkeys(self.method.columns)}
         t0 = time.perf_counter()
         row |= self.method.begin_epoch(self.model, epoch)

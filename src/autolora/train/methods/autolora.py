@@ -156,7 +156,7 @@ class AutoLoRa(Method):
         batchnorm="recomputed",
         natural_batchnorm="own",
         fixed_teacher=True,
-        read_statistics="batch",
+        read_statistics="batch-then-running-attack",
         spike_ratio=5.0,
     )  # see docs/method.md, "The default recipe", for why each differs from the paper
     recipes = {"paper": MethodDefaults(lr=0.1, epochs=60, schedule="auto", decides_length=True)}
