@@ -178,7 +178,7 @@ def test_the_study_compares_twins_and_roli_with_autolora(tmp_path, monkeypatch):
     assert default["batchnorm"] == "recomputed" and default["batchnorm_images"] > 0
     autolora = study.get_method("autolora")
     assert default["schedule"] == autolora.defaults.schedule  # the recipe's, recorded though the run named none
-    assert default["fixed_teacher"] is True and default["read_statistics"] == "batch-then-running"  # recorded
+    assert default["fixed_teacher"] is True and default["read_statistics"] == "batch-then-running-attack"
     (default_run,) = (r for r in runs if r.name == "autolora")
     config = study.train_config(default_run, tiny, 0, True)
     assert study.measured_as_asked(default, default_run, config, tiny)

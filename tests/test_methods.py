@@ -392,11 +392,11 @@ def test_the_paper_recipe_is_the_papers_algorithm():
     for wrong in ({"method": "vanilla", "fixed_teacher": True}, {"method": "autolora", "fixed_teacher": "yes"}):
         with pytest.raises(ConfigError, match="fixed-teacher"):
             TrainConfig(**wrong)
-    assert (paper.read_statistics, default.read_statistics) == ("running", "batch-then-running")  # paper's: running
+    assert (paper.read_statistics, default.read_statistics) == ("running", "batch-then-running-attack")
     assert default.batch_statistics and autolora(default).build_objective().attack.batch_statistics
     assert not autolora(paper).build_objective().attack.batch_statistics
     with pytest.raises(
-        ConfigError, match="read-statistics='eval' is invalid: choose one of: running, batch, batch-then-running"
+        ConfigError, match="read-statistics='eval' is invalid: choose one of: running, batch, batch-then-running-attack"
     ):
         TrainConfig(method="autolora", read_statistics="eval")
     with pytest.raises(ConfigError, match="read-statistics='batch' is invalid: twins keeps the source's statistics"):
