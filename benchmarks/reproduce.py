@@ -214,22 +214,19 @@ RUNS = [
     # the fixed teacher's collapses at 300 labels were eval-mode reads: with batch statistics, the default since
     # 2026-12-05, "autolora" above (its rows were measured as "autolora (a fixed teacher, reads on batch statistics)")
 ]
-# every AutoLoRa row of the default recipe but the default's was measured with every read on batch statistics
-# (or says otherwise), and all but the default's and the one before it before the spike halving (2026-12-06)
-RUNS = [
-    replace(run, settings={**BEFORE_THE_ATTACK_READS, **run.settings})
-    if run.method == "autolora" and run.name != "autolora" and run.recipe == "default"
-    else run
-    for run in RUNS
-]
-RUNS = [
-    replace(run, settings={**BEFORE_THE_SPIKES, **run.settings})
-    if run.method == "autolora"
-    and run.name not in ("autolora", BEFORE_THE_ATTACK_READS_ROW)
-    and run.recipe == "default"
-    else run
-    for run in RUNS
-]
+
+
+def measured_before(run: Run) -> Run:
+    """``run`` with the settings of the default it was measured under pinned (its own settings win): every
+    AutoLoRa row of the default recipe but the default's read on batch statistics throughout, and all but the
+    default's and the one before it had no spike halving (2026-12-06)."""
+    if run.method != "autolora" or run.name == "autolora" or run.recipe != "default":
+        return run
+    spikes = {} if run.name == BEFORE_THE_ATTACK_READS_ROW else BEFORE_THE_SPIKES
+    return replace(run, settings={**BEFORE_THE_ATTACK_READS, **spikes, **run.settings})
+
+
+RUNS = [measured_before(run) for run in RUNS]
 
 
 @register_dataset("fashion-mnist-inverted", "Fashion-MNIST with inverted intensities (the study's trap task)")
