@@ -8,7 +8,8 @@ that mix, and a weight average (the tail's mean) averages the statistics with th
 Re-estimating them once, with the weights fixed, over the deployed model's own inputs is what
 stochastic weight averaging does after its last step (Izmailov et al. 2018, ``bn_update``); here
 the inputs are adversarial examples of the training images, crafted against the model as trained.
-Measured in docs/method.md ("BatchNorm statistics of the deployed model").
+Measured in docs/method.md ("BatchNorm statistics of the deployed model"). Also named here: what
+the model's reads in training (the attack, the validation) normalise with (``READ_STATISTICS``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ BATCHNORM_STATS = {
     "training": "the running statistics as training left them",
     "recomputed": "re-estimated at the end on adversarial examples of the training images",
     "recomputed-clean-adversarial": "re-estimated at the end on the training images and their adversarial examples",
+}
+ATTACK_TURNS_TO_RUNNING = "batch-then-running-attack"  # the read that changes with the LR (the default's)
+READ_STATISTICS = {  # what BatchNorm layers normalise with where training reads the model in eval mode
+    "running": "the running averages (the paper): they lag weights that move fast",
+    "batch": "each batch's own statistics, as the training step does: the weights as they are now",
+    ATTACK_TURNS_TO_RUNNING: "each batch's own, but the training attack's the running averages once the LR "
+    "has fallen: they follow the weights then, and the deployed model normalises with fixed statistics",
 }
 BATCHNORM_SAMPLES = 5000  # images: a channel's mean is then known to 1.4% of its standard deviation
 

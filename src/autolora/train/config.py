@@ -11,7 +11,7 @@ from ..attacks import PGD, BatchNoise, CrossEntropyObjective, MarginObjective, R
 from ..attacks.objectives import UntargetedObjective
 from ..errors import ConfigError
 from ..eval import EvalConfig
-from .batchnorm import BATCHNORM_STATS
+from .batchnorm import ATTACK_TURNS_TO_RUNNING, BATCHNORM_STATS, READ_STATISTICS
 from .head_start import HEAD_INITS
 from .methods import get_method
 from .schedule import SCHEDULES
@@ -27,12 +27,6 @@ ATTACK_STARTS = tuple(start.value for start in RandomStart)
 NATURAL_BATCHNORM = {  # AutoLoRa's natural path's BatchNorm running statistics (lora/statistics.py)
     "shared": "the feature extractor's own, updated by both paths (the paper)",
     "own": "a set of its own, so the model's own statistics are the deployed path's alone",
-}
-READ_STATISTICS = {  # what BatchNorm layers normalise with where training reads the model in eval mode
-    "running": "the running averages (the paper): they lag weights that move fast",
-    "batch": "each batch's own statistics, as the training step does: the weights as they are now",
-    "batch-then-running-attack": "each batch's own, but the training attack's the running averages once the LR "
-    "has fallen: they follow the weights then, and the deployed model normalises with fixed statistics",
 }
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
@@ -175,13 +169,13 @@ class TrainConfig:
     def batch_statistics(self) -> bool:
         """Whether the model's reads during training (the training attack, the validation, AutoLoRa's
         natural accuracy; the attack's at the start LR) normalise with batch statistics rather than the running ones."""
-        return self.read_statistics in ("batch", "batch-then-running-attack")
+        return self.read_statistics in ("batch", ATTACK_TURNS_TO_RUNNING)
 
     def attack_reads_batch_statistics(self, lr: float, initial_lr: float) -> bool:
         """Whether the training attack normalises with batch statistics in an epoch at ``lr``: with
         "batch-then-running-attack" only while the LR is at its start; once it has fallen the running
         averages follow the weights, and the attack meets the model as it is deployed, with fixed statistics."""
-        if self.read_statistics == "batch-then-running-attack":
+        if self.read_statistics == ATTACK_TURNS_TO_RUNNING:
             return lr >= initial_lr
         return self.batch_statistics
 

@@ -20,6 +20,7 @@ from ..attacks import PGD, BatchNoise, RandomStart
 from ..data import BatchLoader, ImageSet
 from ..distributed import DistContext
 from ..models import ImageClassifier
+from .batchnorm import ATTACK_TURNS_TO_RUNNING
 from .objectives import LossOutput, Objective
 from .schedule import SCHEDULES, Schedule
 
@@ -46,7 +47,7 @@ class MethodDefaults:
     from natural CE only and the deployed path distils from it as from a fixed teacher;
     ``read_statistics``: what BatchNorm normalises with where training reads the model in eval mode (the
     training attack, the validation, AutoLoRa's natural accuracy): the "running" averages, each "batch"'s own,
-    or each batch's own but the training attack's the running ones once the LR has fallen ("batch-then-running-attack");
+    or each batch's own but the training attack's the running ones once the LR has fallen (ATTACK_TURNS_TO_RUNNING);
     ``spike_ratio``: a step whose gradient norm is this many times the median of the 8 before it is a spike,
     and an epoch with one that ends no better on validation than the model it started from halves the LR of a
     schedule that halves (AutoLoRa's rule) and rolls back to the best model, as a non-finite loss does (0: off).
@@ -192,7 +193,7 @@ class Method(ABC):
             + ("" if d.natural_batchnorm == "shared" else ", the natural path's own BatchNorm statistics")
             + ("" if not d.fixed_teacher else ", the natural branch as a fixed teacher")
             + ("" if d.read_statistics == "running" else ", reads in training on batch statistics")
-            + ("" if d.read_statistics != "batch-then-running-attack" else " (the attack's on the running ones later)")
+            + ("" if d.read_statistics != ATTACK_TURNS_TO_RUNNING else " (the attack's on the running ones later)")
             + ("" if not d.spike_ratio else f", halves on a harmful gradient spike (>{d.spike_ratio:g}x the median)")
             + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
         }

@@ -31,6 +31,7 @@ from ...lora import (
 )
 from ...models import ImageClassifier
 from ...runtime import autocast
+from ..batchnorm import ATTACK_TURNS_TO_RUNNING
 from ..method import Method, MethodContext, MethodDefaults
 from ..objectives import LossOutput, kl_batchmean
 from ..run_dir import BRANCH
@@ -156,7 +157,7 @@ class AutoLoRa(Method):
         batchnorm="recomputed",
         natural_batchnorm="own",
         fixed_teacher=True,
-        read_statistics="batch-then-running-attack",
+        read_statistics=ATTACK_TURNS_TO_RUNNING,
         spike_ratio=5.0,
     )  # see docs/method.md, "The default recipe", for why each differs from the paper
     recipes = {"paper": MethodDefaults(lr=0.1, epochs=60, schedule="auto", decides_length=True)}
