@@ -270,15 +270,17 @@ def test_run_files_are_written_atomically(tmp_path, tiny_model, monkeypatch):
 
 
 class _ScaledAtEpoch:
-    """Wraps an objective and scales the loss of the first batch of one epoch by ``factor`` (NaN: a NaN loss)."""
+    """Wraps an objective and scales the loss of the first batch of one epoch by ``factor`` (NaN: a NaN
+    loss); ``onwards``: every batch from that epoch on (a loss that changes scale)."""
 
-    def __init__(self, objective, trainer, epoch, factor=float("nan")):
+    def __init__(self, objective, trainer, epoch, factor=float("nan"), onwards=False):
         self.objective, self.trainer, self.epoch, self.factor = objective, trainer, epoch, factor
-        self.scaled = False
+        self.onwards, self.scaled = onwards, False
 
     def __call__(self, model, x, y):
         output = self.objective(model, x, y)
-        if self.trainer.schedule.epoch + 1 == self.epoch and not self.scaled:
+        epoch = self.trainer.schedule.epoch + 1
+        if (epoch == self.epoch and not self.scaled) or (self.onwards and epoch >= self.epoch):
             output.loss = output.loss * self.factor
             self.scaled = math.isfinite(self.factor)  # a NaN epoch ends at its first batch anyway
         return output
@@ -321,6 +323,33 @@ def test_a_gradient_spike_in_an_epoch_that_does_no_good_halves_and_rolls_back(tm
     assert rows[2]["val_robust_loss"] > rows[1]["val_robust_loss"]  # the scaled step set the model back
     assert "gradient spike in epoch 3" in rows[2]["event"]
     assert rows[2]["gradient_spike"] > 10 and rows[3]["lr"] == pytest.approx(0.025) and not rows[2]["best"]
+
+
+@pytest.mark.parametrize("reweighed", [True, False])
+def test_a_loss_reweighed_is_not_read_as_a_gradient_spike(tmp_path, tiny_model, reweighed):
+    data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=30, seed=0))
+    tiny_model.reset_classifier(5)
+    config = TrainConfig(method="autolora", recipe="paper", epochs=3, lr=0.05, batch_size=12, threat=Threat(0.1),
+                         attack_steps=1, spike_ratio=5.0, val_metric="robust_loss")  # fmt: skip
+    run = RunDirectory(tmp_path / "run")
+    run.open()
+    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    assert len(trainer.train_loader) >= 8  # epoch 2's first step has a full window before it
+    method = trainer.method
+    # from epoch 2 on every batch weighs 20 times more, as AutoLoRa's λ2 does at its first measurement
+    method.objective = _ScaledAtEpoch(method.objective, trainer, epoch=2, factor=20.0, onwards=True)
+    own_weight, own_begin, epoch_begun = method.loss_weight, method.begin_epoch, [0]
+    method.begin_epoch = lambda model, epoch: epoch_begun.append(epoch) or own_begin(model, epoch)
+    method.loss_weight = lambda: own_weight() * (20.0 if epoch_begun[-1] >= 2 else 1.0)
+    assert method.reweighs_loss(2) and not method.reweighs_loss(3)
+    if not reweighed:
+        method.reweighs_loss = lambda epoch: False
+    trainer.fit()
+    rows = trainer.metrics
+    if reweighed:  # epoch 1's steps are read at the new weights
+        assert rows[1]["gradient_spike"] < 5 and "gradient spike" not in rows[1]["event"]
+    else:  # against epoch 1's steps as taken, the new level reads as a spike
+        assert rows[1]["gradient_spike"] > 5
 
 
 def test_evaluation_checks_orderings_and_masking():

@@ -295,6 +295,8 @@ def test_a_spike_is_a_step_norm_against_the_median_of_the_window_before_it_acros
     resumed = GradientSpikes(window=4)
     resumed.load_state_dict(spikes.state_dict())
     assert _epoch_of_norms(resumed, [3.0]) == pytest.approx(2.0)  # the median of the last 4, 2, 1, 1, 8: 1.5
+    resumed.rescale(4.0)  # a loss four times heavier: the last 4 read as 4, 4, 32, 12
+    assert _epoch_of_norms(resumed, [14.0]) == pytest.approx(14.0 / 8.0)  # unscaled, 14 over 2: a spike
     model = torch.nn.Linear(3, 1)
     model(torch.ones(2, 3)).sum().backward()
     norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()

@@ -146,6 +146,15 @@ class Method(ABC):
         """Per-epoch work before the epoch's batches; returns the values of ``columns``."""
         return {}
 
+    def loss_weight(self) -> float:
+        """The sum of the loss's term weights, which a step's gradient norm scales with."""
+        return 1.0
+
+    def reweighs_loss(self, epoch: int) -> bool:
+        """Whether the loss's weights are set afresh as ``epoch`` begins, not just re-measured: the
+        gradient spike rule then reads the steps before at the new weights (``GradientSpikes.rescale``)."""
+        return False
+
     def loss(self, net: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         return self.objective(net, x, y)
 

@@ -13,6 +13,14 @@ runs that went well read up to 17 times the median of the 8 steps before them. E
 scaled by the root of its batch's share of the largest batch, so that only a step's excess over
 what its size explains counts.
 
+A loss whose weights are set afresh as an epoch begins (``Method.reweighs_loss``: AutoLoRa's, measured
+on the zero head's chance accuracy for epoch 1 and on a trained natural path for epoch 2, where λ2
+rises from 6/K to 2.5-5.0 on the study's tasks) moves every step's norm with them: on the poor source
+with all labels the norm's level tripled there, and read against the steps before, the new level was
+a spike of 6-10 times their median on every seed. So the norms of the steps before are rescaled by
+the ratio of the loss's total weights (``Method.loss_weight``), and a step is compared with them as
+the new loss would have taken them (docs/method.md, "Halving at a gradient spike").
+
 The norms stay tensors until the epoch ends, so recording one costs no synchronisation with an
 accelerator; with several processes the gradients are already the global batch's (DDP averages them
 before the step), so every process sees the same norms.
@@ -55,6 +63,11 @@ class GradientSpikes:
         """Record one step's gradient norm, on ``batch_size`` images, scaled for the batch's size."""
         self.largest_batch = max(self.largest_batch, batch_size)
         self._epoch.append(scaled_for_batch(norm.detach(), batch_size, self.largest_batch))
+
+    def rescale(self, factor: float) -> None:
+        """Read the norms recorded so far as a loss ``factor`` times heavier would have taken them
+        (between epochs: the loss has been re-weighted)."""
+        self.recent = [norm * factor for norm in self.recent]
 
     def end_epoch(self) -> float | None:
         """The largest ratio of an epoch's step norm to the median of the ``window`` norms before it

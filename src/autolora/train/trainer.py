@@ -364,7 +364,10 @@ class Trainer:
         )
         row: dict[str, Any] = {"epoch": epoch, "lr": self.schedule.lr, **dict.fromkeys(self.method.columns)}
         t0 = time.perf_counter()
+        weight = self.method.loss_weight()
         row |= self.method.begin_epoch(self.model, epoch)
+        if self.method.reweighs_loss(epoch):  # the steps before, as the new loss would have taken them
+            self.spikes.rescale(self.method.loss_weight() / weight)
         self.timing.scalars += time.perf_counter() - t0
         t0 = time.perf_counter()
         result = self._train_epoch(epoch)

@@ -191,6 +191,16 @@ class AutoLoRa(Method):
         self.scalars.update(acc_nat)
         return {"lambda1": self.weights.lambda1, "lambda2": self.weights.lambda2, "nat_branch_acc": acc_nat}
 
+    def loss_weight(self) -> float:
+        """λ1 + (1 - λ1) + λ2."""
+        return 1.0 + self.weights.lambda2
+
+    def reweighs_loss(self, epoch: int) -> bool:
+        """Epoch 1's scalars are the starting model's (a zero head's chance accuracy), epoch 2's the first
+        measured on a trained natural path (λ2 from 6/K to 2.5-5.0 on the study's tasks); later epochs
+        re-measure them."""
+        return epoch == 2
+
     def _natural_accuracy(self, model: ImageClassifier) -> float:
         correct = total = 0
         with evaluating(model, self.config.batch_statistics), torch.no_grad():
