@@ -98,7 +98,7 @@ def summarise(trace: list[dict[str, Any]], window: int, train_images: int) -> di
     clipped."""
     norms = [step["norm"] for step in trace]
     ratio, at = largest_ratio(norms, window)
-    one_pass = [BATCH] * (train_images // BATCH) + [train_images % BATCH] * (train_images % BATCH >= 2)
+    one_pass = pass_batches(train_images)
     sizes = itertools.islice(itertools.cycle(one_pass), len(norms))
     scaled = [scaled_for_batch(norm, size, max(one_pass)) for norm, size in zip(norms, sizes, strict=True)]
     scaled_ratios = [(r, t + 1) for t, r in enumerate(ratios_to_recent_median(scaled, window)) if r is not None]
@@ -113,6 +113,11 @@ def summarise(trace: list[dict[str, Any]], window: int, train_images: int) -> di
         "clipped": sum(step["clipped"] for step in trace),
         "steps": len(norms),
     }
+
+
+def pass_batches(train_images: int) -> list[int]:
+    """The batch sizes of one pass over ``train_images`` (the study's loader: a last batch of one is dropped)."""
+    return [BATCH] * (train_images // BATCH) + [train_images % BATCH] * (train_images % BATCH >= 2)
 
 
 def largest_ratio(norms: list[float], window: int) -> tuple[float, int]:

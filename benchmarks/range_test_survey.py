@@ -129,9 +129,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=Path("runs/range_survey"))
     args = parser.parse_args()
-    committed = Path(__file__).parent / "results" / "study" / "sources"
-    if committed.is_dir() and not (args.out / "sources").exists():
-        shutil.copytree(committed, args.out / "sources")  # the study's sources, not trained again
+    reproduce.study_sources_in(args.out)
     training.Trainer._search_lr = survey
     (run,) = reproduce.select_runs(RANGE_TEST_ROW)
     found = []

@@ -350,6 +350,14 @@ def measured_as_asked(row: dict[str, Any], run: Run, config: TrainConfig, size: 
     return same_size and same_lr and all(value == getattr(config, name) for name, value in recorded.items())
 
 
+def study_sources_in(out: Path) -> None:
+    """Copy the study's committed sources into ``out`` (unless it has its own), so that a benchmark's
+    runs fine-tune the study's sources rather than train them again."""
+    committed = Path(__file__).parent / "results" / "study" / "sources"
+    if committed.is_dir() and not (out / "sources").exists():
+        shutil.copytree(committed, out / "sources")
+
+
 def run_paths(out: Path, task: str, budget: str, seed: int, run: Run) -> tuple[Path, Path]:
     """Where one run's row and its run directory live under ``out``."""
     cell = Path(task, budget, f"seed{seed}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,9 +85,7 @@ def main() -> None:
     parser.add_argument("--run", default="autolora", help="a row name of benchmarks/reproduce.py")
     parser.add_argument("--out", type=Path, default=Path("runs/stale"))
     args = parser.parse_args()
-    committed = Path(__file__).parent / "results" / "study" / "sources"
-    if committed.is_dir() and not (args.out / "sources").exists():
-        shutil.copytree(committed, args.out / "sources")  # the study's sources, not trained again
+    reproduce.study_sources_in(args.out)
     epochs: list[dict[str, Any]] = []
     instrument(epochs)
     (run,) = reproduce.select_runs(args.run)

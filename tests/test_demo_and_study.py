@@ -296,3 +296,19 @@ def test_the_gradient_spike_benchmark_clips_only_a_step_far_above_the_recent_med
     assert (brief["largest_ratio"], brief["largest_ratio_step"], brief["clipped"]) == (10.0, 5, 1)
     # every second step is a 32-image batch, its norm halved: 1, .5, 1, .5, 10 over the median .75
     assert (brief["largest_scaled_ratio"], brief["largest_scaled_ratio_step"]) == (pytest.approx(10 / 0.75), 5)
+
+
+def test_the_spike_reweighing_replay_reads_epoch_2_as_the_trainer_recorded_it():
+    """``benchmarks/spike_reweighing.py`` replays the trainer's ``GradientSpikes`` over a committed
+    step log: read the old way it gives the ratio the run's ``metrics.jsonl`` recorded (6.81, a halving
+    on the poor source with all labels); read at epoch 2's weights it stays under the bound."""
+    bench = load_benchmark("spike_reweighing")
+    log = bench.RESULTS / "first_steps" / "digits-to-fashion_all_seed0_autolora_steps_1-1113.jsonl"
+    run = bench.from_step_log(log)
+    recorded = json.loads(log.with_suffix(".metrics.json").read_text())[1]["gradient_spike"]
+    assert run.epoch_ends == (446, 892) and run.harmful
+    assert bench.epoch_2_ratio(run, reweighed=False) == pytest.approx(recorded, rel=1e-5)
+    compared = bench.compared(run, bound=5.0)
+    assert compared["before"] > 5.0 > compared["now"] and compared["decision_changes"]
+    unflagged = bench.compared(dataclasses.replace(run, loss_weights=(1.0, 1.0)), bound=5.0)
+    assert unflagged["now"] == pytest.approx(recorded, rel=1e-5)  # no re-weighing, no new reading
