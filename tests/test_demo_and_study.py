@@ -302,6 +302,7 @@ def test_the_spike_reweighing_replay_reads_epoch_2_as_the_trainer_recorded_it():
     """``benchmarks/spike_reweighing.py`` replays the trainer's ``GradientSpikes`` over a committed
     step log: read the old way it gives the ratio the run's ``metrics.jsonl`` recorded (6.81, a halving
     on the poor source with all labels); read at epoch 2's weights it stays under the bound."""
+    load_benchmark("gradient_spikes")  # which it imports, as a script finds it beside itself
     bench = load_benchmark("spike_reweighing")
     log = bench.RESULTS / "first_steps" / "digits-to-fashion_all_seed0_autolora_steps_1-1113.jsonl"
     run = bench.from_step_log(log)
