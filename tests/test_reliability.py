@@ -307,14 +307,19 @@ def test_a_nan_loss_stops_the_epoch_and_rolls_back(tmp_path, tiny_model, method,
     assert json.loads((run.path / "summary.json").read_text())["clean_acc"] >= 0
 
 
-def test_a_gradient_spike_in_an_epoch_that_does_no_good_halves_and_rolls_back(tmp_path, tiny_model):
+def _spike_ruled_trainer(tmp_path, tiny_model, epochs, batch_size):
+    """AutoLoRa (the paper's recipe) with the spike rule on, on 100 training images of digits 0-4."""
     data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=30, seed=0))
     tiny_model.reset_classifier(5)
-    config = TrainConfig(method="autolora", recipe="paper", epochs=5, lr=0.05, batch_size=25, threat=Threat(0.1),
-                         attack_steps=1, spike_ratio=5.0, val_metric="robust_loss")  # fmt: skip
+    config = TrainConfig(method="autolora", recipe="paper", epochs=epochs, lr=0.05, batch_size=batch_size,
+                         threat=Threat(0.1), attack_steps=1, spike_ratio=5.0, val_metric="robust_loss")  # fmt: skip
     run = RunDirectory(tmp_path / "run")
     run.open()
-    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    return Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+
+
+def test_a_gradient_spike_in_an_epoch_that_does_no_good_halves_and_rolls_back(tmp_path, tiny_model):
+    trainer = _spike_ruled_trainer(tmp_path, tiny_model, epochs=5, batch_size=25)
     assert len(trainer.train_loader) * 2 == 8  # epoch 3's first step is the first with 8 steps before it
     trainer.method.objective = _ScaledAtEpoch(trainer.method.objective, trainer, epoch=3, factor=30.0)
     trainer.fit()
@@ -327,13 +332,7 @@ def test_a_gradient_spike_in_an_epoch_that_does_no_good_halves_and_rolls_back(tm
 
 @pytest.mark.parametrize("reweighed", [True, False])
 def test_a_loss_reweighed_is_not_read_as_a_gradient_spike(tmp_path, tiny_model, reweighed):
-    data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=30, seed=0))
-    tiny_model.reset_classifier(5)
-    config = TrainConfig(method="autolora", recipe="paper", epochs=3, lr=0.05, batch_size=12, threat=Threat(0.1),
-                         attack_steps=1, spike_ratio=5.0, val_metric="robust_loss")  # fmt: skip
-    run = RunDirectory(tmp_path / "run")
-    run.open()
-    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    trainer = _spike_ruled_trainer(tmp_path, tiny_model, epochs=3, batch_size=12)
     assert len(trainer.train_loader) >= 8  # epoch 2's first step has a full window before it
     method = trainer.method
     # from epoch 2 on every batch weighs 20 times more, as AutoLoRa's λ2 does at its first measurement
