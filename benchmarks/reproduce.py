@@ -358,6 +358,14 @@ def study_sources_in(out: Path) -> None:
         shutil.copytree(committed, out / "sources")
 
 
+def run_afresh(task: str, budget: str, seed: int, run_name: str, out: Path) -> None:
+    """A study run from its start (its directory under ``out`` removed first), for a benchmark that
+    patches the trainer to measure it and stops it by an exception it suppresses: no row is kept."""
+    (run,) = select_runs(run_name)
+    shutil.rmtree(run_paths(out, task, budget, seed, run)[1], ignore_errors=True)
+    run_one(TASKS[task], budget, seed, run, FULL, out, False)
+
+
 def run_paths(out: Path, task: str, budget: str, seed: int, run: Run) -> tuple[Path, Path]:
     """Where one run's row and its run directory live under ``out``."""
     cell = Path(task, budget, f"seed{seed}")

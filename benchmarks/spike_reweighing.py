@@ -27,7 +27,6 @@ import argparse
 import itertools
 import json
 import math
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -144,12 +143,10 @@ def first_epochs_traced(steps: list[dict[str, float]], rows: list[dict[str, Any]
 
 def trace(task: str, budget: str, seed: int, out: Path) -> Path:
     """The study's default run, its first two epochs' norms written to OUT/epoch_2/NAME.jsonl."""
-    (run,) = reproduce.select_runs("autolora")
-    shutil.rmtree(reproduce.run_paths(out, task, budget, seed, run)[1], ignore_errors=True)
     steps: list[dict[str, float]] = []
     rows: list[dict[str, Any]] = []
     with first_epochs_traced(steps, rows), suppress(Stopped):
-        reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, out, False)
+        reproduce.run_afresh(task, budget, seed, "autolora", out)
     log = out / "epoch_2" / f"{task}_{budget}_seed{seed}.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("".join(json.dumps(step) + "\n" for step in steps))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -117,11 +116,9 @@ def first_epochs_measured(epochs: int, iterations: int, found: dict[str, Any]) -
 
 
 def measure(task: str, budget: str, seed: int, epochs: int, iterations: int, out: Path) -> dict[str, Any]:
-    (run,) = reproduce.select_runs("autolora")
-    shutil.rmtree(reproduce.run_paths(out, task, budget, seed, run)[1], ignore_errors=True)
     found: dict[str, Any] = {"sharpness": [], "moves": [], "parts": {}}
     with first_epochs_measured(epochs, iterations, found), suppress(Measured):
-        reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, out, False)
+        reproduce.run_afresh(task, budget, seed, "autolora", out)
     return {"task": task, "budget": budget, "seed": seed, "sharpness": found["sharpness"], "moves": found["moves"]}
 
 
