@@ -85,6 +85,7 @@ BEFORE_THE_SPIKES_ROW = "autolora (the default before the spike halving)"
 # once the LR had fallen; the same run wherever the LR never fell
 BEFORE_THE_ATTACK_READS = {"read_statistics": "batch"}
 BEFORE_THE_ATTACK_READS_ROW = "autolora (the default before the attack's running reads)"
+WARMUPS = (8, 16)  # a linear warm-up of the LR over the run's first steps, under the default since 2026-12-07
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 # the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
 ROW_SETTINGS = ("attack_start", "batchnorm", "natural_batchnorm", "read_statistics", "fixed_teacher", "spike_ratio")
@@ -211,6 +212,9 @@ RUNS = [
     # the default until later on 2026-12-06, before the training attack read the running statistics once the LR
     # had fallen (its reads all on batch statistics)
     Run(BEFORE_THE_ATTACK_READS_ROW, "autolora", settings=BEFORE_THE_ATTACK_READS),
+    # the start LR reached by a linear warm-up rather than taken at once (item 4 of issue 13: a start too high for a
+    # backbone sharpens its loss to the stability bound within the first steps)
+    *(Run(f"autolora (warm-up {steps} steps)", "autolora", settings={"warmup_steps": steps}) for steps in WARMUPS),
     # the fixed teacher's collapses at 300 labels were eval-mode reads: with batch statistics, the default since
     # 2026-12-05, "autolora" above (its rows were measured as "autolora (a fixed teacher, reads on batch statistics)")
 ]
@@ -220,7 +224,7 @@ def measured_before(run: Run) -> Run:
     """``run`` with the settings of the default it was measured under pinned (its own settings win): every
     AutoLoRa row of the default recipe but the default's read on batch statistics throughout, and all but the
     default's and the one before it had no spike halving (2026-12-06)."""
-    if run.method != "autolora" or run.name == "autolora" or run.recipe != "default":
+    if run.method != "autolora" or run.name == "autolora" or run.recipe != "default" or "warmup_steps" in run.settings:
         return run
     spikes = {} if run.name == BEFORE_THE_ATTACK_READS_ROW else BEFORE_THE_SPIKES
     return replace(run, settings={**BEFORE_THE_ATTACK_READS, **spikes, **run.settings})

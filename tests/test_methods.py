@@ -374,6 +374,30 @@ def test_the_lr_search_restores_the_model_and_sets_the_schedule(tmp_path, tiny_m
     assert len(trainer.lr_search["sweep"]) >= 2 and not trainer.optimizer.state  # momentum from the test is gone
 
 
+def test_a_warm_up_raises_the_lr_step_by_step_to_the_schedules(tmp_path, tiny_model):
+    from autolora.data import prepare_data
+    from autolora.train import Trainer
+    from autolora.train.run_dir import RunDirectory
+
+    data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=20))
+    tiny_model.reset_classifier(5)
+    config = TrainConfig(method="autolora", recipe="paper", epochs=2, lr=0.08, batch_size=50, threat=Threat(0.1),
+                         attack_steps=1, warmup_steps=4)  # fmt: skip
+    run = RunDirectory(tmp_path / "run")
+    run.open()
+    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    assert len(trainer.train_loader) == 2  # 100 training images after the split: the warm-up spans 2 epochs
+    taken: list[float] = []
+    own_step = trainer.optimizer.step
+    trainer.optimizer.step = lambda: (taken.append(trainer.optimizer.param_groups[0]["lr"]), own_step())[1]
+    summary = trainer.fit()
+    assert taken == pytest.approx([0.02, 0.04, 0.06, 0.08])
+    assert [row["lr"] for row in trainer.metrics] == [0.08, 0.08]  # the schedule's LR, which the warm-up scales
+    assert summary["warmup_steps"] == 4
+    with pytest.raises(ConfigError, match="warmup-steps"):
+        TrainConfig(method="autolora", warmup_steps=-1)
+
+
 def test_the_paper_recipe_is_the_papers_algorithm():
     paper = TrainConfig(method="autolora", recipe="paper")
     assert (paper.lr, paper.epochs, paper.head_init, paper.period_steps, paper.val_metric, paper.val_attack_loss,

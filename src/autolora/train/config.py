@@ -73,6 +73,7 @@ class TrainConfig:
     spike_ratio: float | None = None  # a step's gradient norm over its 8 predecessors' median that counts as a
     # spike (train/spikes.py): an epoch with one that ends no better than it began halves the LR and rolls back
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
+    warmup_steps: int = 0  # the LR rises linearly from 1/warmup_steps of the schedule's to all of it (experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
     compile: bool = False  # torch.compile the model's forward for training (runtime.compile_model)
@@ -139,6 +140,8 @@ class TrainConfig:
         for name, value in optional.items():
             if value is not None and value < 1:
                 raise ConfigError(name, value, "use a positive number")
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup-steps", self.warmup_steps, "use 0 (no warm-up) or a positive number of steps")
         if not 0 <= self.clean_share <= 1:
             raise ConfigError("clean-share", self.clean_share, "use a share in [0, 1]")
         if self.spike_ratio != 0 and not 1 < self.spike_ratio < float("inf"):
@@ -234,4 +237,4 @@ def settings_before_they_existed(method: str) -> dict[str, Any]:
     """The settings added after runs were written, at the value runs of ``method`` had before them."""
     return {"average_epochs": 0, "clean_share": 0.0, "attack_start": get_method(method).attack_start,
             "natural_batchnorm": "shared", "fixed_teacher": False, "read_statistics": "running",
-            "spike_ratio": 0.0}  # fmt: skip
+            "spike_ratio": 0.0, "warmup_steps": 0}  # fmt: skip

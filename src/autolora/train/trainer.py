@@ -303,6 +303,8 @@ class Trainer:
                 output: LossOutput = self.method.loss(self.net, x, y)
                 if not self._finite(output.loss):
                     return EpochResult(None, None, f"non-finite loss in epoch {epoch}, batch {info.index}")
+                if self.config.warmup_steps:
+                    self._set_lr(self.schedule.lr * self._warmup_factor())
                 self._step(output, len(y), info)
                 if self.config.spike_ratio:
                     parameters = (p for group in self.optimizer.param_groups for p in group["params"])
@@ -325,6 +327,18 @@ class Trainer:
         self.average.update(self.model)
         self.compute.optimizer_steps += 1
         self.compute.attack_passes += self._attack_steps()
+
+    def _warmup_factor(self) -> float:
+        """The share of the schedule's LR the next training step takes: (k + 1) / W for the run's k-th
+        step while k < W = ``warmup_steps``, then all of it (a head start's and a range test's steps do
+        not count)."""
+        before = (self.head_start or {}).get("steps", 0) + len((self.lr_search or {}).get("sweep", ()))
+        trained = self.compute.optimizer_steps - before
+        return min(1.0, (trained + 1) / self.config.warmup_steps) if self.config.warmup_steps else 1.0
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def _finite(self, loss: Tensor) -> bool:
         finite = bool(torch.isfinite(loss.detach()).item())
@@ -405,8 +419,7 @@ class Trainer:
             self.average.start(self.model, horizon=math.inf)
         if decision.clear_momentum:
             self.optimizer.state.clear()  # momentum from a diverging (or spiking) step must not carry over
-        for group in self.optimizer.param_groups:
-            group["lr"] = decision.lr
+        self._set_lr(decision.lr)
         if decision.stop:
             self.stop_reason = decision.reason
 
@@ -598,6 +611,7 @@ class Trainer:
             "natural_batchnorm": self.config.natural_batchnorm,
             "read_statistics": self.config.read_statistics,
             "spike_ratio": self.config.spike_ratio,
+            "warmup_steps": self.config.warmup_steps,
             "fixed_teacher": self.config.fixed_teacher,
             "batchnorm": self.config.batchnorm,
             "batchnorm_images": batchnorm_images,
