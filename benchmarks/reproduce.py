@@ -72,6 +72,7 @@ JUDGED = (
     "autolora (a decayed tail ends on its best iterate)",
     "autolora (the branch as a fixed teacher)",
     "autolora (a fixed teacher, a decayed tail ends on its mean)",
+    "autolora (warm-up 8 steps)",
 )
 # the default's schedule until 2026-12-04 (a decayed tail ended on its best iterate): rows measured with it keep it
 BEST_ITERATE_TAIL = {"schedule": "auto-mean-anneal-or-average"}
