@@ -224,7 +224,8 @@ RUNS = [
 def measured_before(run: Run) -> Run:
     """``run`` with the settings of the default it was measured under pinned (its own settings win): every
     AutoLoRa row of the default recipe but the default's read on batch statistics throughout, and all but the
-    default's and the one before it had no spike halving (2026-12-06)."""
+    default's and the one before it had no spike halving (2026-12-06); the warm-up's rows are the default's of
+    2026-12-07 with a warm-up."""
     if run.method != "autolora" or run.name == "autolora" or run.recipe != "default" or "warmup_steps" in run.settings:
         return run
     spikes = {} if run.name == BEFORE_THE_ATTACK_READS_ROW else BEFORE_THE_SPIKES

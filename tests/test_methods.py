@@ -386,7 +386,7 @@ def test_a_warm_up_raises_the_lr_step_by_step_to_the_schedules(tmp_path, tiny_mo
     run = RunDirectory(tmp_path / "run")
     run.open()
     trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
-    assert len(trainer.train_loader) == 2  # 100 training images after the split: the warm-up spans 2 epochs
+    assert len(trainer.train_loader) == 2  # two batches a pass: the warm-up spans both epochs
     taken: list[float] = []
     own_step = trainer.optimizer.step
     trainer.optimizer.step = lambda: (taken.append(trainer.optimizer.param_groups[0]["lr"]), own_step())[1]
