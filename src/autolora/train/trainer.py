@@ -484,8 +484,7 @@ class Trainer:
         def step(lr: float) -> float:
             x, y, info = next(batches)
             self.noise.begin(LR_SEARCH_KEYS + info.index, info.global_size, info.part)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            self._set_lr(lr)
             output = self.method.loss(self.net, self._memory_format(x), y)
             self._step(output, len(y), info)  # thrown away afterwards, but spent: its cost counts
             (loss,) = self.dist.all_sum(output.loss.item() * len(y) / info.global_size)
@@ -499,8 +498,7 @@ class Trainer:
         set_rng_state(saved_rng)
         self.lr_search = result.to_dict()
         self.schedule.lr = self.schedule.initial_lr = result.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = result.lr
+        self._set_lr(result.lr)
         self.reporter.message(f"initial learning rate {result.lr:.3g} (range test over {len(result.lrs)} steps)")
         self._save_state()
 
