@@ -352,18 +352,23 @@ def test_the_range_test_chooses_a_tenth_of_the_best_rate():
     assert lr_range_test(lambda lr: float("nan")).lr == RangeTest().lr_min
 
 
-def test_the_lr_search_restores_the_model_and_sets_the_schedule(tmp_path, tiny_model):
+def _digits_trainer(tmp_path, tiny_model, config: TrainConfig):
+    """A trainer of ``config`` on 200 images of digits 0-4 (before the validation split)."""
     from autolora.data import prepare_data
     from autolora.train import Trainer
     from autolora.train.run_dir import RunDirectory
 
     data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=20))
     tiny_model.reset_classifier(5)
-    config = TrainConfig(method="autolora", batch_size=50, threat=Threat(0.1), attack_steps=1, find_lr=True,
-                         head_init="linear")  # fmt: skip
     run = RunDirectory(tmp_path / "run")
     run.open()
-    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    return Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+
+
+def test_the_lr_search_restores_the_model_and_sets_the_schedule(tmp_path, tiny_model):
+    config = TrainConfig(method="autolora", batch_size=50, threat=Threat(0.1), attack_steps=1, find_lr=True,
+                         head_init="linear")  # fmt: skip
+    trainer = _digits_trainer(tmp_path, tiny_model, config)
     trainer._start_head()
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     assert trainer.model.head.weight.abs().sum() > 0  # the linear probe fitted a head
@@ -375,17 +380,9 @@ def test_the_lr_search_restores_the_model_and_sets_the_schedule(tmp_path, tiny_m
 
 
 def test_a_warm_up_raises_the_lr_step_by_step_to_the_schedules(tmp_path, tiny_model):
-    from autolora.data import prepare_data
-    from autolora.train import Trainer
-    from autolora.train.run_dir import RunDirectory
-
-    data = prepare_data(DataConfig("digits", classes="0-4", limit_train=200, limit_test=20))
-    tiny_model.reset_classifier(5)
     config = TrainConfig(method="autolora", recipe="paper", epochs=2, lr=0.08, batch_size=50, threat=Threat(0.1),
                          attack_steps=1, warmup_steps=4)  # fmt: skip
-    run = RunDirectory(tmp_path / "run")
-    run.open()
-    trainer = Trainer(tiny_model, "resnet8", data, config, run, device=torch.device("cpu"))
+    trainer = _digits_trainer(tmp_path, tiny_model, config)
     assert len(trainer.train_loader) == 2  # two batches a pass: the warm-up spans both epochs
     taken: list[float] = []
     own_step = trainer.optimizer.step
