@@ -89,7 +89,8 @@ BEFORE_THE_ATTACK_READS_ROW = "autolora (the default before the attack's running
 WARMUPS = (8, 16)  # a linear warm-up of the LR over the run's first steps, under the default since 2026-12-07
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 # the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
-ROW_SETTINGS = ("attack_start", "batchnorm", "natural_batchnorm", "read_statistics", "fixed_teacher", "spike_ratio")
+ROW_SETTINGS = ("attack_start", "batchnorm", "natural_batchnorm", "read_statistics", "fixed_teacher", "spike_ratio",
+                "natural_weight")  # fmt: skip
 # the rule's, the tail's and the loss's settings, recorded by rows since 2026-12-05 (the leave-one-out rows set
 # them); a row from before took its run's (every committed row's passes per epoch match its run's period), not the
 # value before the setting existed: rows such as "autolora (clean share 0.5)" set one without recording it
@@ -216,6 +217,9 @@ RUNS = [
     # the start LR reached by a linear warm-up rather than taken at once (item 4 of issue 13: a start too high for a
     # backbone sharpens its loss to the stability bound within the first steps)
     *(Run(f"autolora (warm-up {steps} steps)", "autolora", settings={"warmup_steps": steps}) for steps in WARMUPS),
+    # with a fixed teacher λ1 no longer weighs the branch's objective against the adversarial one, only the rate at
+    # which the branch and the head learn the natural one (issue 13: the poor source's clean gap at 1,000 labels)
+    Run("autolora (natural CE at full weight)", "autolora", settings={"natural_weight": "full"}),
     # the fixed teacher's collapses at 300 labels were eval-mode reads: with batch statistics, the default since
     # 2026-12-05, "autolora" above (its rows were measured as "autolora (a fixed teacher, reads on batch statistics)")
 ]

@@ -413,6 +413,10 @@ def test_the_paper_recipe_is_the_papers_algorithm():
     for wrong in ({"method": "vanilla", "fixed_teacher": True}, {"method": "autolora", "fixed_teacher": "yes"}):
         with pytest.raises(ConfigError, match="fixed-teacher"):
             TrainConfig(**wrong)
+    assert autolora(TrainConfig(method="autolora", natural_weight="full")).build_objective().natural_weight == "full"
+    for wrong in ({"method": "vanilla", "natural_weight": "full"}, {"method": "autolora", "natural_weight": "one"}):
+        with pytest.raises(ConfigError, match="natural-weight"):
+            TrainConfig(**wrong)
     assert (paper.read_statistics, default.read_statistics) == ("running", "batch-then-running-attack")
     assert default.batch_statistics and autolora(default).build_objective().attack.batch_statistics
     assert not autolora(paper).build_objective().attack.batch_statistics

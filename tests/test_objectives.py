@@ -140,6 +140,29 @@ def test_a_fixed_teacher_keeps_the_kl_gradient_off_the_branch_and_the_deployed_p
     assert deployed and all(torch.allclose(grads[True][n], grads[False][n], atol=1e-6) for n in deployed)
 
 
+def test_a_full_natural_weight_scales_the_branchs_gradient_by_one_over_lambda1_and_spares_the_extractor():
+    x, y = torch.rand(6, 1, 16, 16), torch.arange(6) % 4
+    attack = PGD(LinfBall(0.1), steps=2, random_start=RandomStart.NORMAL)
+    weights = LossWeights(0.25, 3.0)
+    outputs, grads = {}, {}
+    for natural_weight in ("lambda1", "full"):
+        model = _model()
+        torch.manual_seed(5)
+        objective = AutoLoraObjective(attack, weights, fixed_teacher=True, natural_weight=natural_weight)
+        outputs[natural_weight] = objective(model, x, y)
+        outputs[natural_weight].loss.backward()
+        grads[natural_weight] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    full = outputs["full"]
+    expected = F.cross_entropy(full.natural_logits, y) + 0.75 * F.cross_entropy(full.logits, y)
+    expected = expected + 3.0 * kl_batchmean(full.natural_logits, full.logits)
+    assert full.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    branch = [n for n in grads["full"] if "lora_" in n]  # a fixed teacher: the natural CE is all the branch learns
+    assert branch and all(torch.allclose(grads["full"][n], 4 * grads["lambda1"][n], atol=1e-6) for n in branch)
+    deployed = [n for n in grads["full"] if "lora_" not in n and n.startswith("features")]
+    assert deployed and all(torch.allclose(grads["full"][n], grads["lambda1"][n], atol=1e-6) for n in deployed)
+    assert weights.total("full") == pytest.approx(1 + 0.75 + 3) and weights.total() == pytest.approx(4)
+
+
 def test_trades_loss_is_ce_plus_beta_kl():
     torch.manual_seed(0)
     model = create_model("resnet8", 4, InputSpec.plain(1, 16)).train()

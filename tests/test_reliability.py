@@ -112,6 +112,7 @@ def test_resume_refuses_a_run_whose_recipe_now_chooses_another_schedule(tmp_path
         ("attack_start", "normal", "uniform"),
         ("natural_batchnorm", "shared", "own"),
         ("fixed_teacher", False, True),
+        ("natural_weight", "lambda1", "full"),
     ],  # fmt: skip
 )
 def test_a_setting_added_later_is_compared_on_resume_only_where_it_is_on(name, off, on):

@@ -14,6 +14,7 @@ from ..eval import EvalConfig
 from .batchnorm import ATTACK_TURNS_TO_RUNNING, BATCHNORM_STATS, READ_STATISTICS
 from .head_start import HEAD_INITS
 from .methods import get_method
+from .methods.autolora import NATURAL_WEIGHTS
 from .schedule import SCHEDULES
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -22,7 +23,7 @@ VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  #
 # the settings a field left as None takes from the method's recipe
 RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
                  "clean_share", "batchnorm", "attack_start", "natural_batchnorm", "fixed_teacher",
-                 "read_statistics", "spike_ratio")  # fmt: skip
+                 "natural_weight", "read_statistics", "spike_ratio")  # fmt: skip
 ATTACK_STARTS = tuple(start.value for start in RandomStart)
 NATURAL_BATCHNORM = {  # AutoLoRa's natural path's BatchNorm running statistics (lora/statistics.py)
     "shared": "the feature extractor's own, updated by both paths (the paper)",
@@ -69,6 +70,7 @@ class TrainConfig:
     attack_start: str | None = None  # training attack's start (ATTACK_STARTS); None: recipe's, else method's
     natural_batchnorm: str | None = None  # AutoLoRa: NATURAL_BATCHNORM; None: the recipe's
     fixed_teacher: bool | None = None  # AutoLoRa: the KL term's natural side detached; None: the recipe's
+    natural_weight: str | None = None  # AutoLoRa: the natural CE's weight (NATURAL_WEIGHTS); None: the recipe's
     read_statistics: str | None = None  # READ_STATISTICS: the training attack's, validation's, λ's; None: recipe's
     spike_ratio: float | None = None  # a step's gradient norm over its 8 predecessors' median that counts as a
     # spike (train/spikes.py): an epoch with one that ends no better than it began halves the LR and rolls back
@@ -100,6 +102,8 @@ class TrainConfig:
             raise ConfigError("natural-batchnorm", self.natural_batchnorm, "only autolora has a natural path")
         if self.fixed_teacher is True and self.method != "autolora":
             raise ConfigError("fixed-teacher", self.fixed_teacher, "only autolora has a natural path to distil from")
+        if self.natural_weight != "lambda1" and self.method != "autolora":
+            raise ConfigError("natural-weight", self.natural_weight, "only autolora has a natural objective")
         if self.find_lr:
             self._set("lr", None)  # the trainer runs the range test before the first epoch
         self._check()
@@ -154,6 +158,7 @@ class TrainConfig:
                    "batchnorm": (self.batchnorm, BATCHNORM_STATS),
                    "attack-start": (self.attack_start, ATTACK_STARTS),
                    "natural-batchnorm": (self.natural_batchnorm, NATURAL_BATCHNORM),
+                   "natural-weight": (self.natural_weight, NATURAL_WEIGHTS),
                    "read-statistics": (self.read_statistics, READ_STATISTICS)}  # fmt: skip
         for name, (value, table) in choices.items():
             if value is not None and value not in table:
@@ -237,4 +242,4 @@ def settings_before_they_existed(method: str) -> dict[str, Any]:
     """The settings added after runs were written, at the value runs of ``method`` had before them."""
     return {"average_epochs": 0, "clean_share": 0.0, "attack_start": get_method(method).attack_start,
             "natural_batchnorm": "shared", "fixed_teacher": False, "read_statistics": "running",
-            "spike_ratio": 0.0, "warmup_steps": 0}  # fmt: skip
+            "spike_ratio": 0.0, "warmup_steps": 0, "natural_weight": "lambda1"}  # fmt: skip

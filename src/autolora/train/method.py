@@ -45,6 +45,7 @@ class MethodDefaults:
     ``natural_batchnorm``: AutoLoRa's natural path's BatchNorm statistics, "shared" with the deployed path or its "own";
     ``fixed_teacher``: AutoLoRa's KL term leaves the natural path alone (its side detached), so the branch learns
     from natural CE only and the deployed path distils from it as from a fixed teacher;
+    ``natural_weight``: what AutoLoRa's natural cross-entropy is weighed by, "lambda1" (the paper's) or "full";
     ``read_statistics``: what BatchNorm normalises with where training reads the model in eval mode (the
     training attack, the validation, AutoLoRa's natural accuracy): the "running" averages, each "batch"'s own,
     or each batch's own but the training attack's the running ones once the LR has fallen (ATTACK_TURNS_TO_RUNNING);
@@ -67,6 +68,7 @@ class MethodDefaults:
     attack_start: str | None = None
     natural_batchnorm: str = "shared"
     fixed_teacher: bool = False
+    natural_weight: str = "lambda1"
     read_statistics: str = "running"
     spike_ratio: float = 0.0
 
@@ -201,6 +203,7 @@ class Method(ABC):
             + ("" if d.attack_start in (None, cls.attack_start) else f", training attack from a {d.attack_start} start")
             + ("" if d.natural_batchnorm == "shared" else ", the natural path's own BatchNorm statistics")
             + ("" if not d.fixed_teacher else ", the natural branch as a fixed teacher")
+            + ("" if d.natural_weight == "lambda1" else f", natural CE weighed by {d.natural_weight}")
             + ("" if d.read_statistics == "running" else ", reads in training on batch statistics")
             + ("" if d.read_statistics != ATTACK_TURNS_TO_RUNNING else " (the attack's on the running ones later)")
             + ("" if not d.spike_ratio else f", halves on a harmful gradient spike (>{d.spike_ratio:g}x the median)")

@@ -611,6 +611,7 @@ class Trainer:
             "spike_ratio": self.config.spike_ratio,
             "warmup_steps": self.config.warmup_steps,
             "fixed_teacher": self.config.fixed_teacher,
+            "natural_weight": self.config.natural_weight,
             "batchnorm": self.config.batchnorm,
             "batchnorm_images": batchnorm_images,
             "data": self.data.sizes(),

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from ..config import TrainConfig
 
 KL_SCALE = 6.0
+NATURAL_WEIGHTS = {  # what the natural cross-entropy (the branch's and the head's clean objective) is weighed by
+    "lambda1": "λ1 = 1 − acc_nat, which falls as the branch learns (the paper)",
+    "full": "1 whatever λ1, which still sets the adversarial cross-entropy's weight 1 − λ1",
+}
 
 
 @dataclass
@@ -48,6 +52,14 @@ class LossWeights:
 
     lambda1: float = 1.0
     lambda2: float = 0.0
+
+    def natural(self, natural_weight: str = "lambda1") -> float:
+        """The natural cross-entropy's weight (``NATURAL_WEIGHTS``)."""
+        return 1.0 if natural_weight == "full" else self.lambda1
+
+    def total(self, natural_weight: str = "lambda1") -> float:
+        """The loss's weights summed: the natural one, ``1 - lambda1`` and ``lambda2``."""
+        return self.natural(natural_weight) + 1.0 - self.lambda1 + self.lambda2
 
     @classmethod
     def from_accuracy(cls, acc_nat: float) -> LossWeights:
@@ -81,14 +93,20 @@ class AutoScalars:
 
 
 def autolora_loss_terms(
-    z_nat: Tensor, z_adv: Tensor, y: Tensor, weights: LossWeights, fixed_teacher: bool = False
+    z_nat: Tensor,
+    z_adv: Tensor,
+    y: Tensor,
+    weights: LossWeights,
+    fixed_teacher: bool = False,
+    natural_weight: str = "lambda1",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The loss's three terms: ``l1 CE(z_nat, y)``, ``(1 - l1) CE(z_adv, y)`` and ``l2 KL(z_nat || z_adv)``.
 
-    The first is the natural objective; the other two are the adversarial one. The KL term's gradient
-    reaches both paths (the paper's), or with ``fixed_teacher`` the deployed path alone."""
+    The first is the natural objective (weighed by 1 instead of ``l1`` with ``natural_weight="full"``);
+    the other two are the adversarial one. The KL term's gradient reaches both paths (the paper's), or
+    with ``fixed_teacher`` the deployed path alone."""
     l1, l2 = weights.lambda1, weights.lambda2
-    natural = l1 * F.cross_entropy(z_nat.float(), y)
+    natural = weights.natural(natural_weight) * F.cross_entropy(z_nat.float(), y)
     teacher = z_nat.detach() if fixed_teacher else z_nat
     return natural, (1.0 - l1) * F.cross_entropy(z_adv.float(), y), l2 * kl_batchmean(teacher, z_adv)
 
@@ -101,14 +119,16 @@ def autolora_loss(
     z_clean: Tensor | None = None,
     clean_share: float = 0.0,
     fixed_teacher: bool = False,
+    natural_weight: str = "lambda1",
 ) -> Tensor:
     """``l1 CE(z_nat, y) + (1 - l1) CE(z_adv, y) + l2 KL(softmax(z_nat) || softmax(z_adv))``: the paper's loss.
 
     With ``clean_share`` s > 0 and the deployed path's clean logits ``z_clean``, that path's
     cross-entropy is split between the two images: ``(1 - l1) [(1 - s) CE(z_adv, y) + s CE(z_clean, y)]``.
-    With ``fixed_teacher`` the KL term trains the deployed path only (``autolora_loss_terms``).
+    With ``fixed_teacher`` the KL term trains the deployed path only, and ``natural_weight`` weighs the
+    natural term (``autolora_loss_terms``).
     """
-    natural, adversarial, distillation = autolora_loss_terms(z_nat, z_adv, y, weights, fixed_teacher)
+    natural, adversarial, distillation = autolora_loss_terms(z_nat, z_adv, y, weights, fixed_teacher, natural_weight)
     if not clean_share:
         return natural + adversarial + distillation
     if z_clean is None:
@@ -122,14 +142,15 @@ class AutoLoraObjective:
     """Natural CE through the branch, adversarial CE through the feature extractor, KL between.
 
     ``clean_share``: the share of the deployed path's cross-entropy taken on the clean image
-    instead of the adversarial one; ``fixed_teacher``: the KL term leaves the natural path alone
-    (both off in the paper and both recipes; measured in docs/method.md)."""
+    instead of the adversarial one (off in both recipes); ``fixed_teacher``: the KL term leaves the
+    natural path alone; ``natural_weight``: ``NATURAL_WEIGHTS`` (measured in docs/method.md)."""
 
     attack: PGD
     weights: LossWeights
     autocast: torch.dtype | None = None
     clean_share: float = 0.0
     fixed_teacher: bool = False
+    natural_weight: str = "lambda1"
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         x_adv = self.attack(unwrap(model), x, CrossEntropyObjective(y))
@@ -137,7 +158,9 @@ class AutoLoraObjective:
             z_nat = natural_forward(model, x)
             z_adv = model(x_adv)
             z_clean = model(x) if self.clean_share else None
-        loss = autolora_loss(z_nat, z_adv, y, self.weights, z_clean, self.clean_share, self.fixed_teacher)
+        loss = autolora_loss(
+            z_nat, z_adv, y, self.weights, z_clean, self.clean_share, self.fixed_teacher, self.natural_weight
+        )
         return LossOutput(loss, z_adv, z_nat)
 
 
@@ -172,7 +195,9 @@ class AutoLoRa(Method):
     def build_objective(self) -> AutoLoraObjective:
         attack = self.training_attack()
         cfg = self.config
-        return AutoLoraObjective(attack, self.weights, cfg.autocast_dtype, cfg.clean_share, cfg.fixed_teacher)
+        return AutoLoraObjective(
+            attack, self.weights, cfg.autocast_dtype, cfg.clean_share, cfg.fixed_teacher, cfg.natural_weight
+        )
 
     def prepare(self, model: ImageClassifier) -> None:
         if not has_branches(model):
@@ -192,8 +217,8 @@ class AutoLoRa(Method):
         return {"lambda1": self.weights.lambda1, "lambda2": self.weights.lambda2, "nat_branch_acc": acc_nat}
 
     def loss_weight(self) -> float:
-        """λ1 + (1 - λ1) + λ2."""
-        return 1.0 + self.weights.lambda2
+        """The natural term's weight + (1 - λ1) + λ2."""
+        return self.weights.total(self.config.natural_weight)
 
     def reweighs_loss(self, epoch: int) -> bool:
         """Epoch 1's scalars are the starting model's (a zero head's chance accuracy), epoch 2's the first
