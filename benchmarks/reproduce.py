@@ -86,6 +86,7 @@ BEFORE_THE_SPIKES_ROW = "autolora (the default before the spike halving)"
 # once the LR had fallen; the same run wherever the LR never fell
 BEFORE_THE_ATTACK_READS = {"read_statistics": "batch"}
 BEFORE_THE_ATTACK_READS_ROW = "autolora (the default before the attack's running reads)"
+ON_THE_DEFAULT_OF_12_07 = ("warmup_steps", "natural_weight")  # settings whose rows are that default's with them
 WARMUPS = (8, 16)  # a linear warm-up of the LR over the run's first steps, under the default since 2026-12-07
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 # the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
@@ -228,9 +229,10 @@ RUNS = [
 def measured_before(run: Run) -> Run:
     """``run`` with the settings of the default it was measured under pinned (its own settings win): every
     AutoLoRa row of the default recipe but the default's read on batch statistics throughout, and all but the
-    default's and the one before it had no spike halving (2026-12-06); the warm-up's rows are the default's of
-    2026-12-07 with a warm-up."""
-    if run.method != "autolora" or run.name == "autolora" or run.recipe != "default" or "warmup_steps" in run.settings:
+    default's and the one before it had no spike halving (2026-12-06); the rows of a setting measured on the
+    default of 2026-12-07 (``ON_THE_DEFAULT_OF_12_07``) are that default's with it."""
+    on_that_default = any(name in run.settings for name in ON_THE_DEFAULT_OF_12_07)
+    if run.method != "autolora" or run.name == "autolora" or run.recipe != "default" or on_that_default:
         return run
     spikes = {} if run.name == BEFORE_THE_ATTACK_READS_ROW else BEFORE_THE_SPIKES
     return replace(run, settings={**BEFORE_THE_ATTACK_READS, **spikes, **run.settings})
