@@ -203,7 +203,7 @@ class Method(ABC):
             + ("" if d.attack_start in (None, cls.attack_start) else f", training attack from a {d.attack_start} start")
             + ("" if d.natural_batchnorm == "shared" else ", the natural path's own BatchNorm statistics")
             + ("" if not d.fixed_teacher else ", the natural branch as a fixed teacher")
-            + ("" if d.natural_weight == "lambda1" else f", natural CE weighed by {d.natural_weight}")
+            + ("" if d.natural_weight == "lambda1" else ", the natural CE at full weight")
             + ("" if d.read_statistics == "running" else ", reads in training on batch statistics")
             + ("" if d.read_statistics != ATTACK_TURNS_TO_RUNNING else " (the attack's on the running ones later)")
             + ("" if not d.spike_ratio else f", halves on a harmful gradient spike (>{d.spike_ratio:g}x the median)")
