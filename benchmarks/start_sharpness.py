@@ -70,8 +70,7 @@ def sharpness(trainer: training.Trainer, iterations: int) -> dict[str, float]:
     x_adv = objective.attack(unwrap(trainer.net), x, CrossEntropyObjective(y)).detach()
     trainer._set_train_mode()
     with sdpa_kernel([SDPBackend.MATH]):  # attention's fused kernels have no second derivative
-        loss = autolora_loss(natural_forward(model, x), model(x_adv), y, objective.weights,
-                             fixed_teacher=objective.fixed_teacher)  # fmt: skip
+        loss = autolora_loss(natural_forward(model, x), model(x_adv), y, objective.weights, settings=objective.settings)
         parameters = [p for p in model.parameters() if p.requires_grad]
         eigenvalue = top_eigenvalue(loss, parameters, iterations)
     return {"lambda_max": eigenvalue, "loss": float(loss.detach()), "lr": trainer.schedule.lr}

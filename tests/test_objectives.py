@@ -15,6 +15,7 @@ from autolora.models import create_model
 from autolora.train import (
     AutoLoraObjective,
     AutoScalars,
+    LossSettings,
     LossWeights,
     TradesObjective,
     autolora_loss,
@@ -106,7 +107,7 @@ def test_the_clean_share_moves_deployed_path_ce_to_the_clean_image_and_spares_th
     for share in (0.0, 0.5):
         model = _model()
         torch.manual_seed(5)
-        outputs[share] = AutoLoraObjective(attack, weights, clean_share=share)(model, x, y)
+        outputs[share] = AutoLoraObjective(attack, weights, settings=LossSettings(clean_share=share))(model, x, y)
         outputs[share].loss.backward()
         grads[share] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     z_clean = _model()(x)  # train mode: the batch's own statistics, as inside the objective
@@ -131,7 +132,7 @@ def test_a_fixed_teacher_keeps_the_kl_gradient_off_the_branch_and_the_deployed_p
     for fixed in (False, True):
         model = _model()
         torch.manual_seed(5)
-        AutoLoraObjective(attack, weights, fixed_teacher=fixed)(model, x, y).loss.backward()
+        AutoLoraObjective(attack, weights, settings=LossSettings(fixed_teacher=fixed))(model, x, y).loss.backward()
         grads[fixed] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     branch = [n for n in grads[False] if "lora_" in n]
     assert branch and any(grads[False][n].abs().sum() > 0 for n in branch)  # the paper: the KL moves the branch
@@ -148,7 +149,9 @@ def test_a_full_natural_weight_scales_the_branchs_gradient_by_one_over_lambda1_a
     for natural_weight in ("lambda1", "full"):
         model = _model()
         torch.manual_seed(5)
-        objective = AutoLoraObjective(attack, weights, fixed_teacher=True, natural_weight=natural_weight)
+        objective = AutoLoraObjective(
+            attack, weights, settings=LossSettings(fixed_teacher=True, natural_weight=natural_weight)
+        )
         outputs[natural_weight] = objective(model, x, y)
         outputs[natural_weight].loss.backward()
         grads[natural_weight] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}

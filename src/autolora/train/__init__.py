@@ -4,7 +4,14 @@ from .config import TrainConfig
 from .head_start import HEAD_INITS, ProbeSettings, linear_probe, robust_linear_probe
 from .method import Method, MethodContext, MethodDefaults
 from .methods import METHODS, get_method, method_names, register_method
-from .methods.autolora import AutoLoraObjective, AutoScalars, LossWeights, autolora_loss, autolora_loss_terms
+from .methods.autolora import (
+    AutoLoraObjective,
+    AutoScalars,
+    LossSettings,
+    LossWeights,
+    autolora_loss,
+    autolora_loss_terms,
+)
 from .objectives import (
     AdversarialCEObjective,
     CleanCEObjective,
@@ -28,6 +35,7 @@ __all__ = [
     "CosineSchedule",
     "Decision",
     "LossOutput",
+    "LossSettings",
     "LossWeights",
     "Method",
     "MethodContext",

@@ -46,6 +46,22 @@ NATURAL_WEIGHTS = {  # what the natural cross-entropy (the branch's and the head
 }
 
 
+@dataclass(frozen=True)
+class LossSettings:
+    """How AutoLoRa's loss departs from the paper's; each is off in the paper (measured in docs/method.md).
+
+    ``clean_share``: the share of the deployed path's cross-entropy taken on the clean image instead
+    of the adversarial one; ``fixed_teacher``: the KL term trains the deployed path alone;
+    ``natural_weight``: what the natural cross-entropy is weighed by (``NATURAL_WEIGHTS``)."""
+
+    clean_share: float = 0.0
+    fixed_teacher: bool = False
+    natural_weight: str = "lambda1"
+
+
+PAPER_LOSS = LossSettings()
+
+
 @dataclass
 class LossWeights:
     """The AutoLoRa scalars: ``lambda1`` weighs natural CE, ``lambda2`` the KL term."""
@@ -97,8 +113,7 @@ def autolora_loss_terms(
     z_adv: Tensor,
     y: Tensor,
     weights: LossWeights,
-    fixed_teacher: bool = False,
-    natural_weight: str = "lambda1",
+    settings: LossSettings = PAPER_LOSS,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The loss's three terms: ``l1 CE(z_nat, y)``, ``(1 - l1) CE(z_adv, y)`` and ``l2 KL(z_nat || z_adv)``.
 
@@ -106,8 +121,8 @@ def autolora_loss_terms(
     the other two are the adversarial one. The KL term's gradient reaches both paths (the paper's), or
     with ``fixed_teacher`` the deployed path alone."""
     l1, l2 = weights.lambda1, weights.lambda2
-    natural = weights.natural(natural_weight) * F.cross_entropy(z_nat.float(), y)
-    teacher = z_nat.detach() if fixed_teacher else z_nat
+    natural = weights.natural(settings.natural_weight) * F.cross_entropy(z_nat.float(), y)
+    teacher = z_nat.detach() if settings.fixed_teacher else z_nat
     return natural, (1.0 - l1) * F.cross_entropy(z_adv.float(), y), l2 * kl_batchmean(teacher, z_adv)
 
 
@@ -117,51 +132,41 @@ def autolora_loss(
     y: Tensor,
     weights: LossWeights,
     z_clean: Tensor | None = None,
-    clean_share: float = 0.0,
-    fixed_teacher: bool = False,
-    natural_weight: str = "lambda1",
+    settings: LossSettings = PAPER_LOSS,
 ) -> Tensor:
     """``l1 CE(z_nat, y) + (1 - l1) CE(z_adv, y) + l2 KL(softmax(z_nat) || softmax(z_adv))``: the paper's loss.
 
-    With ``clean_share`` s > 0 and the deployed path's clean logits ``z_clean``, that path's
-    cross-entropy is split between the two images: ``(1 - l1) [(1 - s) CE(z_adv, y) + s CE(z_clean, y)]``.
-    With ``fixed_teacher`` the KL term trains the deployed path only, and ``natural_weight`` weighs the
-    natural term (``autolora_loss_terms``).
+    With a clean share s > 0 (``settings``) and the deployed path's clean logits ``z_clean``, that
+    path's cross-entropy is split between the two images: ``(1 - l1) [(1 - s) CE(z_adv, y) + s CE(z_clean, y)]``.
+    The other settings change the terms themselves (``autolora_loss_terms``).
     """
-    natural, adversarial, distillation = autolora_loss_terms(z_nat, z_adv, y, weights, fixed_teacher, natural_weight)
-    if not clean_share:
+    natural, adversarial, distillation = autolora_loss_terms(z_nat, z_adv, y, weights, settings)
+    share = settings.clean_share
+    if not share:
         return natural + adversarial + distillation
     if z_clean is None:
         raise ValueError("a clean share needs the deployed path's clean logits")
-    clean = clean_share * (1.0 - weights.lambda1) * F.cross_entropy(z_clean.float(), y)
-    return natural + (1.0 - clean_share) * adversarial + distillation + clean
+    clean = share * (1.0 - weights.lambda1) * F.cross_entropy(z_clean.float(), y)
+    return natural + (1.0 - share) * adversarial + distillation + clean
 
 
 @dataclass
 class AutoLoraObjective:
-    """Natural CE through the branch, adversarial CE through the feature extractor, KL between.
-
-    ``clean_share``: the share of the deployed path's cross-entropy taken on the clean image
-    instead of the adversarial one (off in both recipes); ``fixed_teacher``: the KL term leaves the
-    natural path alone; ``natural_weight``: ``NATURAL_WEIGHTS`` (measured in docs/method.md)."""
+    """Natural CE through the branch, adversarial CE through the feature extractor, KL between;
+    ``settings``: the loss's departures from the paper's (``LossSettings``)."""
 
     attack: PGD
     weights: LossWeights
     autocast: torch.dtype | None = None
-    clean_share: float = 0.0
-    fixed_teacher: bool = False
-    natural_weight: str = "lambda1"
+    settings: LossSettings = PAPER_LOSS
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> LossOutput:
         x_adv = self.attack(unwrap(model), x, CrossEntropyObjective(y))
         with autocast(x.device, self.autocast):
             z_nat = natural_forward(model, x)
             z_adv = model(x_adv)
-            z_clean = model(x) if self.clean_share else None
-        loss = autolora_loss(
-            z_nat, z_adv, y, self.weights, z_clean, self.clean_share, self.fixed_teacher, self.natural_weight
-        )
-        return LossOutput(loss, z_adv, z_nat)
+            z_clean = model(x) if self.settings.clean_share else None
+        return LossOutput(autolora_loss(z_nat, z_adv, y, self.weights, z_clean, self.settings), z_adv, z_nat)
 
 
 class AutoLoRa(Method):
@@ -193,11 +198,9 @@ class AutoLoRa(Method):
         super().__init__(config, noise)
 
     def build_objective(self) -> AutoLoraObjective:
-        attack = self.training_attack()
         cfg = self.config
-        return AutoLoraObjective(
-            attack, self.weights, cfg.autocast_dtype, cfg.clean_share, cfg.fixed_teacher, cfg.natural_weight
-        )
+        settings = LossSettings(cfg.clean_share, cfg.fixed_teacher, cfg.natural_weight)
+        return AutoLoraObjective(self.training_attack(), self.weights, cfg.autocast_dtype, settings)
 
     def prepare(self, model: ImageClassifier) -> None:
         if not has_branches(model):
