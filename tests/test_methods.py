@@ -406,14 +406,17 @@ def test_the_paper_recipe_is_the_papers_algorithm():
         with pytest.raises(ConfigError, match="clean-share"):
             TrainConfig(**wrong)
     autolora = get_method("autolora")
-    assert autolora(TrainConfig(method="autolora", clean_share=0.5)).build_objective().clean_share == 0.5
+    assert autolora(TrainConfig(method="autolora", clean_share=0.5)).build_objective().settings.clean_share == 0.5
     assert paper.fixed_teacher is False and default.fixed_teacher is True  # the paper's KL moves both paths
-    assert autolora(default).build_objective().fixed_teacher
-    assert not autolora(TrainConfig(method="autolora", fixed_teacher=False)).build_objective().fixed_teacher
+    assert autolora(default).build_objective().settings.fixed_teacher
+    assert not autolora(TrainConfig(method="autolora", fixed_teacher=False)).build_objective().settings.fixed_teacher
     for wrong in ({"method": "vanilla", "fixed_teacher": True}, {"method": "autolora", "fixed_teacher": "yes"}):
         with pytest.raises(ConfigError, match="fixed-teacher"):
             TrainConfig(**wrong)
-    assert autolora(TrainConfig(method="autolora", natural_weight="full")).build_objective().natural_weight == "full"
+    assert (
+        autolora(TrainConfig(method="autolora", natural_weight="full")).build_objective().settings.natural_weight
+        == "full"
+    )
     for wrong in ({"method": "vanilla", "natural_weight": "full"}, {"method": "autolora", "natural_weight": "one"}):
         with pytest.raises(ConfigError, match="natural-weight"):
             TrainConfig(**wrong)
