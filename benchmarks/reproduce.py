@@ -86,7 +86,7 @@ BEFORE_THE_SPIKES_ROW = "autolora (the default before the spike halving)"
 # once the LR had fallen; the same run wherever the LR never fell
 BEFORE_THE_ATTACK_READS = {"read_statistics": "batch"}
 BEFORE_THE_ATTACK_READS_ROW = "autolora (the default before the attack's running reads)"
-ON_THE_DEFAULT_OF_12_07 = ("warmup_steps", "natural_weight")  # settings whose rows are that default's with them
+ON_THE_DEFAULT_OF_12_07 = ("warmup_steps", "natural_weight", "head_init")  # settings whose rows are that default's with them
 WARMUPS = (8, 16)  # a linear warm-up of the LR over the run's first steps, under the default since 2026-12-07
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 # the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
@@ -221,6 +221,9 @@ RUNS = [
     # with a fixed teacher λ1 no longer weighs the branch's objective against the adversarial one, only the rate at
     # which the branch and the head learn the natural one (issue 13: the poor source's clean gap at 1,000 labels)
     Run("autolora (natural CE at full weight)", "autolora", settings={"natural_weight": "full"}),
+    # LP-FT's start (Kumar et al. 2022): the head fitted to clean features of the source first, so the first steps
+    # move the features through a head that already reads them (issue 13: the poor source's clean gap)
+    Run("autolora (clean probe head start)", "autolora", settings={"head_init": "linear"}),
     # the fixed teacher's collapses at 300 labels were eval-mode reads: with batch statistics, the default since
     # 2026-12-05, "autolora" above (its rows were measured as "autolora (a fixed teacher, reads on batch statistics)")
 ]
