@@ -81,9 +81,10 @@ def gradients_traced(trace: list[dict[str, float]], clip: float | None = None, w
 
 
 def run_of(clip: float | None, window: int) -> reproduce.Run:
-    """The study's default recipe as it was before the spike halving (which these runs led to), its
-    gradients traced, and clipped at ``clip`` times the median of the last ``window`` steps' norms."""
-    before = reproduce.BEFORE_THE_SPIKES
+    """The study's default recipe as it was before the spike halving (which these runs led to) and the
+    attack's running reads, its gradients traced, and clipped at ``clip`` times the median of the last
+    ``window`` steps' norms."""
+    before = reproduce.BEFORE_DECEMBER_6
     if clip is None:
         return reproduce.Run("autolora (gradient norms traced)", "autolora", settings=before)
     name = f"autolora (gradient spikes clipped at {clip:g}x the median of {window} steps)"

@@ -143,9 +143,9 @@ def optimizer_traced(factory: Factory, trace: list[dict[str, float]]) -> Iterato
 
 
 def run_of(name: str) -> reproduce.Run:
-    """The study's default row as it was when these were measured (before the spike halving), or that
-    row with the optimizer ``name`` at its multiplier of 1."""
-    before = reproduce.BEFORE_THE_SPIKES
+    """The study's default row as it was when these were measured (before the spike halving and the
+    attack's running reads), or that row with the optimizer ``name`` at its multiplier of 1."""
+    before = reproduce.BEFORE_DECEMBER_6
     if name == "default":
         return reproduce.Run("autolora", "autolora", settings=before)
     return reproduce.Run(f"autolora ({name} step sizes)", "autolora", 1.0, settings=before)

@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager as ContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,9 @@ BEFORE_THE_SPIKES_ROW = "autolora (the default before the spike halving)"
 # once the LR had fallen; the same run wherever the LR never fell
 BEFORE_THE_ATTACK_READS = {"read_statistics": "batch"}
 BEFORE_THE_ATTACK_READS_ROW = "autolora (the default before the attack's running reads)"
-ON_THE_DEFAULT_OF_12_07 = ("warmup_steps", "natural_weight", "head_init")  # settings whose rows are that default's with them
+# the default's until 2026-12-06: no spike halving, every read on batch statistics; the AutoLoRa rows of the default
+# recipe measured before then keep it (``before_the_spike_halving``), the rows defined with ``Run`` are today's
+BEFORE_DECEMBER_6 = {**BEFORE_THE_ATTACK_READS, **BEFORE_THE_SPIKES}
 WARMUPS = (8, 16)  # a linear warm-up of the LR over the run's first steps, under the default since 2026-12-07
 METRICS = ("clean_acc", "pgd_acc", "autoattack_acc")
 # the training settings a row records beside its schedule, and checks against its run's (``measured_as_asked``)
@@ -132,13 +134,21 @@ def variant(name: str, method: str = "autolora", lr: float | None = None, **sett
     its decayed tail ends on its best iterate, its KL moving both paths, its reads on running statistics,
     unless it says otherwise: the ablations were measured so, before the re-estimate, the natural
     path's own statistics, the decayed tail's mean and the fixed teacher became AutoLoRa's default."""
-    earlier = {"natural_batchnorm": "shared", **BEST_ITERATE_TAIL, **BEFORE_THE_TEACHER} if method == "autolora" else {}
-    return Run(name, method, lr, settings={"batchnorm": "training", **earlier, **settings})
+    if method != "autolora":
+        return Run(name, method, lr, settings={"batchnorm": "training", **settings})
+    earlier = {"batchnorm": "training", "natural_batchnorm": "shared", **BEST_ITERATE_TAIL, **BEFORE_THE_TEACHER}
+    return before_the_spike_halving(name, lr, **{**earlier, **settings})
 
 
 def before_the_tail_mean(name: str, **settings: Any) -> Run:
     """A row of AutoLoRa's default recipe measured while its decayed tail ended on its best iterate."""
-    return Run(name, "autolora", settings={**BEST_ITERATE_TAIL, **BEFORE_THE_TEACHER, **settings})
+    return before_the_spike_halving(name, **{**BEST_ITERATE_TAIL, **BEFORE_THE_TEACHER, **settings})
+
+
+def before_the_spike_halving(name: str, lr: float | None = None, **settings: Any) -> Run:
+    """A row of AutoLoRa's default recipe measured before 2026-12-06 (``BEFORE_DECEMBER_6``); its own settings
+    win. A row defined as a plain ``Run`` is measured on the default of its day."""
+    return Run(name, "autolora", lr, settings={**BEFORE_DECEMBER_6, **settings})
 
 
 def _start_run(lr: float) -> str:
@@ -152,7 +162,7 @@ RUNS = [
     Run("roli", "roli"),
     Run("autolora (paper)", "autolora", recipe="paper"),
     Run("autolora", "autolora"),
-    Run(BEFORE_THE_TEACHER_ROW, "autolora", settings=BEFORE_THE_TEACHER),  # the default until 2026-12-05
+    before_the_spike_halving(BEFORE_THE_TEACHER_ROW, **BEFORE_THE_TEACHER),  # the default until 2026-12-05
     variant("autolora (BatchNorm statistics as trained)"),  # the default before the re-estimate
     variant("vanilla lr=0.1 (BatchNorm recomputed)", "vanilla", 0.1, batchnorm="recomputed"),  # does vanilla gain too?
     variant(
@@ -178,17 +188,21 @@ RUNS = [
     variant("autolora (clean share 0.5)", clean_share=0.5),  # half the deployed path's CE on clean images
     Run("no pre-training (vanilla lr=0.1)", "vanilla", 0.1, random_init=True),
     # the one LR the default fixes
-    *(Run(_start_run(lr), "autolora", lr, settings=BEFORE_THE_TEACHER) for lr in AUTOLORA_STARTS if lr != RECIPE_LR),
+    *(before_the_spike_halving(_start_run(lr), lr, **BEFORE_THE_TEACHER) for lr in AUTOLORA_STARTS if lr != RECIPE_LR),
     # the same factor of 2 either side under the default since 2026-12-05 (the fixed teacher with batch reads)
-    *(Run(f"autolora (start LR {lr:g}, fixed teacher)", "autolora", lr) for lr in AUTOLORA_STARTS if lr != RECIPE_LR),
+    *(
+        before_the_spike_halving(f"autolora (start LR {lr:g}, fixed teacher)", lr)
+        for lr in AUTOLORA_STARTS
+        if lr != RECIPE_LR
+    ),
     # the start chosen by an LR range test on the training objective, under the default since 2026-12-05
-    Run("autolora (range-test start)", "autolora", settings={"find_lr": True}),
+    before_the_spike_halving("autolora (range-test start)", find_lr=True),
     # the training attack's start as Madry et al. draw it, under the default since 2026-12-05
-    Run("autolora (uniform start, fixed teacher)", "autolora", settings={"attack_start": "uniform"}),
+    before_the_spike_halving("autolora (uniform start, fixed teacher)", attack_start="uniform"),
     # each departure of the default since 2026-12-05 from the paper taken back alone (the fixed teacher and the
     # batch reads have theirs above): does each still earn its place?
     *(
-        Run(f"autolora without {departure}", "autolora", settings=settings)
+        before_the_spike_halving(f"autolora without {departure}", **settings)
         for departure, settings in (
             ("the 8-step period", {"period_steps": 1}),
             ("the robust loss", {"val_metric": "robust_acc"}),
@@ -200,18 +214,16 @@ RUNS = [
     ),
     # with all labels on the poor source the KL holds the branch at the deployed path's clean accuracy
     before_the_tail_mean("autolora (the branch as a fixed teacher)", fixed_teacher=True),
-    Run(
-        "autolora (a fixed teacher, a decayed tail ends on its mean)",
-        "autolora",
-        settings={**BEFORE_THE_TEACHER, "fixed_teacher": True},
+    before_the_spike_halving(
+        "autolora (a fixed teacher, a decayed tail ends on its mean)", **{**BEFORE_THE_TEACHER, "fixed_teacher": True}
     ),
     # the running statistics lag the weights at LR 0.1: the attack, λ and the validation read batch statistics
-    Run(
-        "autolora (reads on batch statistics)", "autolora", settings={**BEFORE_THE_TEACHER, "read_statistics": "batch"}
+    before_the_spike_halving(
+        "autolora (reads on batch statistics)", **{**BEFORE_THE_TEACHER, "read_statistics": "batch"}
     ),
     # the default until 2026-12-06, before an epoch with a gradient spike that ended no better than it began
     # halved the LR and rolled back as a non-finite loss does; the same run wherever no such epoch falls
-    Run(BEFORE_THE_SPIKES_ROW, "autolora", settings=BEFORE_THE_SPIKES),
+    before_the_spike_halving(BEFORE_THE_SPIKES_ROW),
     # the default until later on 2026-12-06, before the training attack read the running statistics once the LR
     # had fallen (its reads all on batch statistics)
     Run(BEFORE_THE_ATTACK_READS_ROW, "autolora", settings=BEFORE_THE_ATTACK_READS),
@@ -227,21 +239,6 @@ RUNS = [
     # the fixed teacher's collapses at 300 labels were eval-mode reads: with batch statistics, the default since
     # 2026-12-05, "autolora" above (its rows were measured as "autolora (a fixed teacher, reads on batch statistics)")
 ]
-
-
-def measured_before(run: Run) -> Run:
-    """``run`` with the settings of the default it was measured under pinned (its own settings win): every
-    AutoLoRa row of the default recipe but the default's read on batch statistics throughout, and all but the
-    default's and the one before it had no spike halving (2026-12-06); the rows of a setting measured on the
-    default of 2026-12-07 (``ON_THE_DEFAULT_OF_12_07``) are that default's with it."""
-    on_that_default = any(name in run.settings for name in ON_THE_DEFAULT_OF_12_07)
-    if run.method != "autolora" or run.name == "autolora" or run.recipe != "default" or on_that_default:
-        return run
-    spikes = {} if run.name == BEFORE_THE_ATTACK_READS_ROW else BEFORE_THE_SPIKES
-    return replace(run, settings={**BEFORE_THE_ATTACK_READS, **spikes, **run.settings})
-
-
-RUNS = [measured_before(run) for run in RUNS]
 
 
 @register_dataset("fashion-mnist-inverted", "Fashion-MNIST with inverted intensities (the study's trap task)")
