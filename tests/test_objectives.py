@@ -163,7 +163,8 @@ def test_a_full_natural_weight_scales_the_branchs_gradient_by_one_over_lambda1_a
     assert branch and all(torch.allclose(grads["full"][n], 4 * grads["lambda1"][n], atol=1e-6) for n in branch)
     deployed = [n for n in grads["full"] if "lora_" not in n and n.startswith("features")]
     assert deployed and all(torch.allclose(grads["full"][n], grads["lambda1"][n], atol=1e-6) for n in deployed)
-    assert weights.total("full") == pytest.approx(1 + 0.75 + 3) and weights.total() == pytest.approx(4)
+    assert weights.total(LossSettings(natural_weight="full")) == pytest.approx(1 + 0.75 + 3)
+    assert weights.total() == pytest.approx(4)
 
 
 def test_trades_loss_is_ce_plus_beta_kl():

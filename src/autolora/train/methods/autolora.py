@@ -69,13 +69,13 @@ class LossWeights:
     lambda1: float = 1.0
     lambda2: float = 0.0
 
-    def natural(self, natural_weight: str = "lambda1") -> float:
-        """The natural cross-entropy's weight (``NATURAL_WEIGHTS``)."""
-        return 1.0 if natural_weight == "full" else self.lambda1
+    def natural(self, settings: LossSettings = PAPER_LOSS) -> float:
+        """The natural cross-entropy's weight (``settings.natural_weight``, one of ``NATURAL_WEIGHTS``)."""
+        return 1.0 if settings.natural_weight == "full" else self.lambda1
 
-    def total(self, natural_weight: str = "lambda1") -> float:
+    def total(self, settings: LossSettings = PAPER_LOSS) -> float:
         """The loss's weights summed: the natural one, ``1 - lambda1`` and ``lambda2``."""
-        return self.natural(natural_weight) + 1.0 - self.lambda1 + self.lambda2
+        return self.natural(settings) + 1.0 - self.lambda1 + self.lambda2
 
     @classmethod
     def from_accuracy(cls, acc_nat: float) -> LossWeights:
@@ -121,7 +121,7 @@ def autolora_loss_terms(
     the other two are the adversarial one. The KL term's gradient reaches both paths (the paper's), or
     with ``fixed_teacher`` the deployed path alone."""
     l1, l2 = weights.lambda1, weights.lambda2
-    natural = weights.natural(settings.natural_weight) * F.cross_entropy(z_nat.float(), y)
+    natural = weights.natural(settings) * F.cross_entropy(z_nat.float(), y)
     teacher = z_nat.detach() if settings.fixed_teacher else z_nat
     return natural, (1.0 - l1) * F.cross_entropy(z_adv.float(), y), l2 * kl_batchmean(teacher, z_adv)
 
@@ -197,10 +197,13 @@ class AutoLoRa(Method):
         self.scalars = AutoScalars(self.weights)
         super().__init__(config, noise)
 
-    def build_objective(self) -> AutoLoraObjective:
+    def loss_settings(self) -> LossSettings:
+        """The loss's departures from the paper's, as the run's config sets them."""
         cfg = self.config
-        settings = LossSettings(cfg.clean_share, cfg.fixed_teacher, cfg.natural_weight)
-        return AutoLoraObjective(self.training_attack(), self.weights, cfg.autocast_dtype, settings)
+        return LossSettings(cfg.clean_share, cfg.fixed_teacher, cfg.natural_weight)
+
+    def build_objective(self) -> AutoLoraObjective:
+        return AutoLoraObjective(self.training_attack(), self.weights, self.config.autocast_dtype, self.loss_settings())
 
     def prepare(self, model: ImageClassifier) -> None:
         if not has_branches(model):
@@ -221,7 +224,7 @@ class AutoLoRa(Method):
 
     def loss_weight(self) -> float:
         """The natural term's weight + (1 - λ1) + λ2."""
-        return self.weights.total(self.config.natural_weight)
+        return self.weights.total(self.loss_settings())
 
     def reweighs_loss(self, epoch: int) -> bool:
         """Epoch 1's scalars are the starting model's (a zero head's chance accuracy), epoch 2's the first
