@@ -17,7 +17,15 @@ from autolora.data import BatchLoader, DataConfig
 from autolora.errors import ConfigError
 from autolora.eval import EvalConfig
 from autolora.inputs import InputSpec
-from autolora.lora import branch_config, export, inject, load_branch, natural_forward, natural_statistics
+from autolora.lora import (
+    branch_config,
+    branch_layers,
+    export,
+    inject,
+    load_branch,
+    natural_forward,
+    natural_statistics,
+)
 from autolora.models import create_model, save_run_model
 from autolora.train import METHODS, TrainConfig, get_method, register_method, robust_linear_probe
 from autolora.train.method import MethodDefaults
@@ -144,6 +152,22 @@ def test_autolora_keeps_the_natural_paths_own_statistics_only_where_asked():
         TrainConfig(method="vanilla", natural_batchnorm="own")
     with pytest.raises(ConfigError, match="natural-batchnorm='mine' is invalid: choose one of: shared, own"):
         TrainConfig(method="autolora", natural_batchnorm="mine")
+
+
+def test_autolora_scales_its_branch_as_asked_and_the_scale_survives_a_saved_branch():
+    def prepared(**settings) -> torch.nn.Module:
+        model = create_model("resnet8", 3, InputSpec.plain(1, 16))
+        get_method("autolora")(TrainConfig(method="autolora", rank=16, **settings)).prepare(model)
+        return model
+
+    assert {layer.scale for layer in branch_layers(prepared())} == {1 / 16}  # the paper's alpha 1 over r
+    stabilised = prepared(branch_scale="1/sqrt(r)")
+    assert {layer.scale for layer in branch_layers(stabilised)} == {0.25}  # sqrt(16) / 16
+    assert branch_config(stabilised).alpha == pytest.approx(4.0)  # what a saved branch records
+    with pytest.raises(ConfigError, match="branch-scale='1/sqrt\\(r\\)' is invalid: only autolora has a low-rank"):
+        TrainConfig(method="vanilla", branch_scale="1/sqrt(r)")
+    with pytest.raises(ConfigError, match="branch-scale='1/2' is invalid: choose one of: 1/r, 1/sqrt\\(r\\)"):
+        TrainConfig(method="autolora", branch_scale="1/2")
 
 
 # ----------------------------------------------------------------- one threat model

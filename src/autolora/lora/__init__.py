@@ -18,11 +18,13 @@ from .branch import (
     natural_path,
     unwrap,
 )
-from .layers import LAYER_KINDS, LoraLayer
+from .layers import BRANCH_SCALES, LAYER_KINDS, LoraLayer, branch_alpha
 from .statistics import NaturalStatistics, natural_statistics
 
 __all__ = [
+    "BRANCH_SCALES",
     "BranchConfig",
+    "branch_alpha",
     "branch_config",
     "LAYER_KINDS",
     "LoraLayer",

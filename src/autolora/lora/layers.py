@@ -67,6 +67,19 @@ def layer_kind(layer: nn.Module) -> _LayerKind:
     raise TypeError(f"cannot add a low-rank branch to {type(layer).__name__}; supported layers: {supported}")
 
 
+BRANCH_SCALES = {
+    "1/r": "alpha 1 over the rank (the paper's)",
+    "1/sqrt(r)": "rank-stabilised, alpha sqrt(r) over the rank (rsLoRA, Kalajdzievski 2023)",
+}
+
+
+def branch_alpha(scale: str, rank: int) -> float:
+    """The ``alpha`` that makes a rank-``rank`` branch's update scale ``scale`` (a key of ``BRANCH_SCALES``)."""
+    if scale not in BRANCH_SCALES:
+        raise ValueError(f"unknown branch scale {scale!r}; choose one of: {', '.join(BRANCH_SCALES)}")
+    return math.sqrt(rank) if scale == "1/sqrt(r)" else 1.0
+
+
 class LoraLayer(nn.Module):
     """A layer plus a parallel low-rank branch used only on the natural path.
 

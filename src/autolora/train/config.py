@@ -11,6 +11,7 @@ from ..attacks import PGD, BatchNoise, CrossEntropyObjective, MarginObjective, R
 from ..attacks.objectives import UntargetedObjective
 from ..errors import ConfigError
 from ..eval import EvalConfig
+from ..lora import BRANCH_SCALES
 from .batchnorm import ATTACK_TURNS_TO_RUNNING, BATCHNORM_STATS, READ_STATISTICS
 from .head_start import HEAD_INITS
 from .methods import get_method
@@ -55,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     beta: float = 6.0
     rank: int = 8
+    branch_scale: str = "1/r"  # AutoLoRa: the branch's update scale (BRANCH_SCALES; experimental)
     threat: Threat = field(default_factory=Threat)
     attack_steps: int = 10
     val_attack_steps: int | None = None
@@ -102,6 +104,8 @@ class TrainConfig:
             raise ConfigError("natural-batchnorm", self.natural_batchnorm, "only autolora has a natural path")
         if self.fixed_teacher is True and self.method != "autolora":
             raise ConfigError("fixed-teacher", self.fixed_teacher, "only autolora has a natural path to distil from")
+        if self.branch_scale != "1/r" and self.method != "autolora":
+            raise ConfigError("branch-scale", self.branch_scale, "only autolora has a low-rank branch")
         if self.natural_weight != "lambda1" and self.method != "autolora":
             raise ConfigError("natural-weight", self.natural_weight, "only autolora has a natural objective")
         if self.find_lr:
@@ -159,7 +163,8 @@ class TrainConfig:
                    "attack-start": (self.attack_start, ATTACK_STARTS),
                    "natural-batchnorm": (self.natural_batchnorm, NATURAL_BATCHNORM),
                    "natural-weight": (self.natural_weight, NATURAL_WEIGHTS),
-                   "read-statistics": (self.read_statistics, READ_STATISTICS)}  # fmt: skip
+                   "read-statistics": (self.read_statistics, READ_STATISTICS),
+                   "branch-scale": (self.branch_scale, BRANCH_SCALES)}  # fmt: skip
         for name, (value, table) in choices.items():
             if value is not None and value not in table:
                 raise ConfigError(name, value, f"choose one of: {', '.join(table)}")

@@ -20,6 +20,7 @@ from ...attacks import PGD, BatchNoise, CrossEntropyObjective
 from ...attacks.pgd import evaluating
 from ...data import limit
 from ...lora import (
+    branch_alpha,
     branch_config,
     branch_tensors,
     export,
@@ -207,7 +208,7 @@ class AutoLoRa(Method):
 
     def prepare(self, model: ImageClassifier) -> None:
         if not has_branches(model):
-            inject(model, rank=self.config.rank)
+            inject(model, rank=self.config.rank, alpha=branch_alpha(self.config.branch_scale, self.config.rank))
         if self.config.natural_batchnorm == "own":
             keep_natural_statistics(model)
 
