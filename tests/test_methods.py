@@ -139,15 +139,17 @@ def test_the_training_attack_starts_where_the_config_says(method, own):
         TrainConfig(method=method, attack_start="gauss")
 
 
-def test_autolora_keeps_the_natural_paths_own_statistics_only_where_asked():
-    def prepared(**settings) -> torch.nn.Module:
-        model = create_model("resnet8", 3, InputSpec.plain(1, 16))
-        get_method("autolora")(TrainConfig(method="autolora", **settings)).prepare(model)
-        return model
+def _prepared_for_autolora(**settings) -> torch.nn.Module:
+    """A small ResNet as AutoLoRa's ``prepare`` leaves it under a config of ``settings``."""
+    model = create_model("resnet8", 3, InputSpec.plain(1, 16))
+    get_method("autolora")(TrainConfig(method="autolora", **settings)).prepare(model)
+    return model
 
-    assert natural_statistics(prepared()) is not None  # the default recipe's
-    assert natural_statistics(prepared(recipe="paper")) is None  # the paper's one set
-    assert natural_statistics(prepared(natural_batchnorm="shared")) is None
+
+def test_autolora_keeps_the_natural_paths_own_statistics_only_where_asked():
+    assert natural_statistics(_prepared_for_autolora()) is not None  # the default recipe's
+    assert natural_statistics(_prepared_for_autolora(recipe="paper")) is None  # the paper's one set
+    assert natural_statistics(_prepared_for_autolora(natural_batchnorm="shared")) is None
     with pytest.raises(ConfigError, match="natural-batchnorm='own' is invalid: only autolora has a natural path"):
         TrainConfig(method="vanilla", natural_batchnorm="own")
     with pytest.raises(ConfigError, match="natural-batchnorm='mine' is invalid: choose one of: shared, own"):
@@ -155,13 +157,9 @@ def test_autolora_keeps_the_natural_paths_own_statistics_only_where_asked():
 
 
 def test_autolora_scales_its_branch_as_asked_and_the_scale_survives_a_saved_branch():
-    def prepared(**settings) -> torch.nn.Module:
-        model = create_model("resnet8", 3, InputSpec.plain(1, 16))
-        get_method("autolora")(TrainConfig(method="autolora", rank=16, **settings)).prepare(model)
-        return model
-
-    assert {layer.scale for layer in branch_layers(prepared())} == {1 / 16}  # the paper's alpha 1 over r
-    stabilised = prepared(branch_scale="1/sqrt(r)")
+    paper = _prepared_for_autolora(rank=16)
+    assert {layer.scale for layer in branch_layers(paper)} == {1 / 16}  # the paper's alpha 1 over r
+    stabilised = _prepared_for_autolora(rank=16, branch_scale="1/sqrt(r)")
     assert {layer.scale for layer in branch_layers(stabilised)} == {0.25}  # sqrt(16) / 16
     assert branch_config(stabilised).alpha == pytest.approx(4.0)  # what a saved branch records
     with pytest.raises(ConfigError, match="branch-scale='1/sqrt\\(r\\)' is invalid: only autolora has a low-rank"):
