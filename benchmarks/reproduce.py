@@ -59,6 +59,8 @@ from autolora.runtime import machine
 from autolora.train import TrainConfig, get_method
 from autolora.train.config import settings_before_they_existed
 from autolora.train.progress import LogReporter
+from autolora.train.run_dir import STATE
+from autolora.train.state import load_state_record
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
 RECIPE_LR = get_method("autolora").defaults.lr  # where the default recipe starts its LR rule
@@ -402,6 +404,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     if run.random_init:
         source = random_source(source, out, seed)
     print(f"== {task.name} {budget} labels, seed {seed}: {run.name}", flush=True)
+    earlier_s = seconds_spent_before(directory)
     started = time.perf_counter()
     summary = api.finetune(source, task.data(BUDGETS[budget], size, seed), config,
                            directory, resume=True, overwrite=False, reporter=LogReporter(),
@@ -410,7 +413,8 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     early = [r.get("nat_branch_acc") for r in metrics[:5]]
     row = {
         "task": task.name, "budget": budget, "run": run.name, "seed": seed, "dir": str(directory),
-        "autoattack": autoattack, "size": size.__dict__, "wall_s": round(time.perf_counter() - started, 1),
+        "autoattack": autoattack, "size": size.__dict__,
+        "wall_s": round(earlier_s + time.perf_counter() - started, 1), "wall_s_of_earlier_sittings": earlier_s,
         "machine": machine(),
         "source_sha256": file_digest(source / "model.safetensors"),  # sources trained by the script differ by machine
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
@@ -424,6 +428,14 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
     row["evaluated_n"] = {"pgd": summary.get("n_test"), "autoattack": autoattack_n}
     write_json(row_path, row)
     return row
+
+
+def seconds_spent_before(directory: Path) -> float:
+    """The seconds an interrupted run's training state has summed over its phases (training, the
+    scalars, validation, test), which the clock of the sitting that resumes it does not see; 0 for a
+    run that starts now. (The time between phases of earlier sittings is not in it.)"""
+    state = directory / STATE
+    return round(sum(load_state_record(state)["timing"].values()), 1) if state.exists() else 0.0
 
 
 def traced_row(

@@ -113,6 +113,20 @@ def test_the_study_report_names_the_machines_that_measured_its_rows():
     )
 
 
+def test_a_resumed_study_run_counts_the_seconds_of_its_earlier_sittings(tmp_path):
+    """A row's wall time is the whole run's: the phase seconds an interrupted run's state has summed,
+    read without its weights, plus the sitting that finishes it; a run with no state has none."""
+    from autolora.train.state import load_state_record, save_state
+
+    study = load_study()
+    assert study.seconds_spent_before(tmp_path) == 0.0
+    timing = {"train": 100.25, "scalars": 3.0, "validation": 20.5, "test": 0.0}
+    save_state(tmp_path / study.STATE, {"model": {"w": torch.ones(3)}, "timing": timing, "epoch": 7})
+    assert study.seconds_spent_before(tmp_path) == 123.8
+    record = load_state_record(tmp_path / study.STATE)
+    assert record["epoch"] == 7 and record["model"]["w"] == {"__tensor__": "model.w"}  # no tensor read
+
+
 def test_a_seed_exactly_on_a_criterion_bound_meets_it():
     """Accuracies come as float32 fractions: 0.886 against vanilla's 0.906 - 0.02 must read as equal."""
     study = load_study()

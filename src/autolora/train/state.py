@@ -62,15 +62,27 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 def load_state(path: Path) -> dict[str, Any]:
     """Read what ``save_state`` wrote."""
+    return _read(path, with_tensors=True)
+
+
+def load_state_record(path: Path) -> dict[str, Any]:
+    """What ``save_state`` wrote but its tensors (each left as a placeholder): the epoch, metrics,
+    timing and the like, read without loading the weights."""
+    return _read(path, with_tensors=False)
+
+
+def _read(path: Path, with_tensors: bool) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+            keys = handle.keys() if with_tensors else []
+            tensors = {key: handle.get_tensor(key) for key in keys}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"training state {path} is unreadable (truncated?): {exc}") from exc
     if _METADATA_KEY not in metadata:
         raise CheckpointError(f"{path} is not an autolora training state")
-    return _unflatten(json.loads(metadata[_METADATA_KEY]), tensors)
+    structure = json.loads(metadata[_METADATA_KEY])
+    return _unflatten(structure, tensors) if with_tensors else structure
 
 
 def rng_state() -> dict[str, Any]:
