@@ -241,6 +241,11 @@ RUNS = [
     # the branch's update scaled by 1/sqrt(r) instead of 1/r (rsLoRA, Kalajdzievski 2023): under SGD a branch's
     # update moves at the square of its scale, so the teacher learns 8 times faster at rank 8 (issue 13, item 3)
     Run("autolora (rank-stabilised branch scale)", "autolora", settings={"branch_scale": "1/sqrt(r)"}),
+    # SGD's freeze-embed (Kumar et al., ICLR 2024): a ViT's patch embedding, whose fine-tuning gradients dwarf the
+    # rest of the network's, kept as the source has it (issue 13, item 4: the start 0.1 too high for the ViT);
+    # vanilla at the ViT's two best LRs the same way, since the fix is SGD's, not AutoLoRa's
+    Run("autolora (stem frozen)", "autolora", settings={"stem": "frozen"}),
+    *(Run(f"vanilla lr={lr:g} (stem frozen)", "vanilla", lr, settings={"stem": "frozen"}) for lr in (0.01, 0.1)),
     # the fixed teacher's collapses at 300 labels were eval-mode reads: with batch statistics, the default since
     # 2026-12-05, "autolora" above (its rows were measured as "autolora (a fixed teacher, reads on batch statistics)")
 ]

@@ -312,6 +312,25 @@ def test_the_gradient_spike_benchmark_clips_only_a_step_far_above_the_recent_med
     assert (brief["largest_scaled_ratio"], brief["largest_scaled_ratio_step"]) == (pytest.approx(10 / 0.75), 5)
 
 
+def test_the_stem_gradient_benchmark_compares_the_stem_with_the_source_layers_after_it(tiny_model):
+    """``benchmarks/stem_gradients.py`` reads the source's weights only (no head, bias or norm) and puts
+    the stem's gradient norm against the other layers' median, as is and relative to each weight."""
+    from autolora.lora import find_stem, inject
+
+    bench = load_benchmark("stem_gradients")
+    model = inject(tiny_model, rank=2)
+    weights, stem = bench.source_weights(model), find_stem(model)
+    assert f"{stem}.weight" in weights and all(p.dim() > 1 for p in weights.values())
+    assert not any("lora_" in name or name.startswith("head.") for name in weights)
+    for name, parameter in weights.items():  # each gradient a multiple of its weight: 4 for the stem, 1 elsewhere
+        parameter.grad = parameter.detach() * (4.0 if name == f"{stem}.weight" else 1.0)
+    step = bench.step_record(weights, stem)
+    assert step["stem_relative"] == pytest.approx(4.0) and step["others_relative_median"] == pytest.approx(1.0)
+    brief = bench.summarise([step, {**step, "others_median": 0.0}])  # a step before the features learn: left out
+    assert brief["steps"] == 2 and brief["steps_with_feature_gradients"] == 1
+    assert brief["relative_stem_over_others_median"] == pytest.approx(4.0)
+
+
 def test_the_spike_reweighing_replay_reads_epoch_2_as_the_trainer_recorded_it():
     """``benchmarks/spike_reweighing.py`` replays the trainer's ``GradientSpikes`` over a committed
     step log: read the old way it gives the ratio the run's ``metrics.jsonl`` recorded (6.81, a halving

@@ -21,6 +21,7 @@ from autolora.lora import (
     branch_config,
     branch_layers,
     export,
+    find_stem,
     inject,
     load_branch,
     natural_forward,
@@ -415,6 +416,24 @@ def test_a_warm_up_raises_the_lr_step_by_step_to_the_schedules(tmp_path, tiny_mo
     assert summary["warmup_steps"] == 4
     with pytest.raises(ConfigError, match="warmup-steps"):
         TrainConfig(method="autolora", warmup_steps=-1)
+
+
+def test_a_frozen_stem_keeps_the_sources_first_convolution_and_the_rest_trains(tmp_path, tiny_model):
+    """``stem="frozen"`` (SGD freeze-embed): the optimizer never holds the stem, which ends as the source
+    had it, while the convolution after it trains; the run records the setting."""
+    config = TrainConfig(method="autolora", recipe="paper", epochs=1, lr=0.1, batch_size=50, threat=Threat(0.1),
+                         attack_steps=1, stem="frozen")  # fmt: skip
+    trainer = _digits_trainer(tmp_path, tiny_model, config)
+    stem = trainer.model.get_submodule(find_stem(trainer.model))
+    after_stem = next(iter(branch_layers(trainer.model))).base_layer
+    source = {"stem": stem.weight.detach().clone(), "after": after_stem.weight.detach().clone()}
+    summary = trainer.fit()
+    held = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert id(stem.weight) not in held and id(after_stem.weight) in held
+    assert torch.equal(stem.weight, source["stem"]) and not torch.equal(after_stem.weight, source["after"])
+    assert summary["stem"] == "frozen"
+    with pytest.raises(ConfigError, match="stem"):
+        TrainConfig(method="autolora", stem="thawed")
 
 
 def test_the_paper_recipe_is_the_papers_algorithm():

@@ -12,7 +12,7 @@ from torch import nn
 
 from autolora.errors import CheckpointError, ConfigError
 from autolora.inputs import IMAGENET_MEAN, InputSpec
-from autolora.lora import LoraLayer, export, inject, natural_forward
+from autolora.lora import LoraLayer, export, find_stem, inject, natural_forward
 from autolora.models import InputOverrides, check_takes_its_input, create_model, load_classifier
 from autolora.models.timm_models import default_spec, timm_state_dict
 
@@ -69,6 +69,13 @@ def test_vit_branches_attention_and_mlp_linears_not_patch_embedding_or_head():
     assert len(names) == 4 * len(model.features.blocks)  # qkv, proj, fc1, fc2 in every block
     assert {n.rsplit(".", 1)[1] for n in names} == {"qkv", "proj", "fc1", "fc2"}
     assert not any("patch_embed" in n or n.startswith("head") for n in names)
+
+
+@pytest.mark.parametrize(("architecture", "stem"), [(VIT, "features.patch_embed.proj"), (CONVNEXT, "features.stem.0")])
+def test_the_stem_is_the_first_convolution_branched_or_not(architecture, stem):
+    model = create_model(architecture, 5, _spec(architecture))
+    assert find_stem(model) == stem
+    assert find_stem(inject(model, rank=4)) == stem  # it keeps no branch, so it is found the same way after
 
 
 def test_convnext_branches_every_conv_after_the_stem():

@@ -59,8 +59,21 @@ def _in_subtree(name: str, root: str) -> bool:
     return name == root or name.startswith(root + ".")
 
 
+def find_stem(model: nn.Module, head: str | None = None) -> str | None:
+    """The name of the stem: the feature extractor's first convolution (a ResNet's ``conv1``, a ViT's
+    or Swin's patch embedding, a ConvNeXt's ``stem.0``), outside the head and any branched layer;
+    None for a model without one."""
+    head = head or find_head(model)
+    parents = dict(model.named_modules())
+    for name, module in model.named_modules():
+        inside_branch = isinstance(parents[name.rpartition(".")[0]], LoraLayer)
+        if isinstance(module, nn.Conv2d) and not _in_subtree(name, head) and not inside_branch:
+            return name
+    return None
+
+
 def _branch_targets(model: nn.Module, head: str, include_linear: bool) -> list[str]:
-    targets, stem_seen = [], False
+    targets, stem = [], find_stem(model, head)
     parents = dict(model.named_modules())
     for name, module in model.named_modules():
         if _in_subtree(name, head) or isinstance(module, LoraLayer):
@@ -69,10 +82,8 @@ def _branch_targets(model: nn.Module, head: str, include_linear: bool) -> list[s
         if isinstance(parent, LoraLayer):
             continue
         if isinstance(module, nn.Conv2d):
-            if not stem_seen:
-                stem_seen = True  # the stem convolution keeps no branch
-                continue
-            targets.append(name)
+            if name != stem:  # the stem keeps no branch
+                targets.append(name)
         elif include_linear and isinstance(module, nn.Linear):
             if isinstance(parent, nn.MultiheadAttention):
                 continue  # its weights are read directly, its forward never runs

@@ -30,6 +30,10 @@ NATURAL_BATCHNORM = {  # AutoLoRa's natural path's BatchNorm running statistics 
     "shared": "the feature extractor's own, updated by both paths (the paper)",
     "own": "a set of its own, so the model's own statistics are the deployed path's alone",
 }
+STEMS = {  # what fine-tuning does with the feature extractor's first convolution (lora.find_stem)
+    "trained": "trained as every other layer of the feature extractor (the paper)",
+    "frozen": "kept as the source has it: SGD freeze-embed (Kumar et al., ICLR 2024)",
+}
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
     "paper": "the AutoLoRa paper's algorithm exactly: LR 0.1, epoch-based rule, zero head",
@@ -78,6 +82,7 @@ class TrainConfig:
     # spike (train/spikes.py): an epoch with one that ends no better than it began halves the LR and rolls back
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     warmup_steps: int = 0  # the LR rises linearly from 1/warmup_steps of the schedule's to all of it (experimental)
+    stem: str = "trained"  # STEMS: "frozen" keeps the source's first convolution (experimental)
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
     compile: bool = False  # torch.compile the model's forward for training (runtime.compile_model)
@@ -164,7 +169,7 @@ class TrainConfig:
                    "natural-batchnorm": (self.natural_batchnorm, NATURAL_BATCHNORM),
                    "natural-weight": (self.natural_weight, NATURAL_WEIGHTS),
                    "read-statistics": (self.read_statistics, READ_STATISTICS),
-                   "branch-scale": (self.branch_scale, BRANCH_SCALES)}  # fmt: skip
+                   "branch-scale": (self.branch_scale, BRANCH_SCALES), "stem": (self.stem, STEMS)}  # fmt: skip
         for name, (value, table) in choices.items():
             if value is not None and value not in table:
                 raise ConfigError(name, value, f"choose one of: {', '.join(table)}")
@@ -247,4 +252,5 @@ def settings_before_they_existed(method: str) -> dict[str, Any]:
     """The settings added after runs were written, at the value runs of ``method`` had before them."""
     return {"average_epochs": 0, "clean_share": 0.0, "attack_start": get_method(method).attack_start,
             "natural_batchnorm": "shared", "fixed_teacher": False, "read_statistics": "running",
-            "spike_ratio": 0.0, "warmup_steps": 0, "natural_weight": "lambda1"}  # fmt: skip
+            "spike_ratio": 0.0, "warmup_steps": 0, "natural_weight": "lambda1", "branch_scale": "1/r",
+            "stem": "trained"}  # fmt: skip

@@ -25,6 +25,7 @@ from ..errors import CheckpointError, ConfigError
 from ..eval import evaluate
 from ..eval.metrics import METRIC_KEYS
 from ..fileio import read_json, save_tensors, write_json
+from ..lora import find_stem
 from ..models import ImageClassifier, save_run_model
 from ..runtime import compile_model
 from .averaging import WeightAverage, snapshot
@@ -46,6 +47,15 @@ NOISE_STREAM = 1_000_000  # random-start keys: epoch * NOISE_STREAM + batch (val
 LR_SEARCH_KEYS = NOISE_STREAM // 4  # the LR search's random starts: epoch 0's stream, apart from the head start's
 LR_SEARCH_ORDER = 1_000  # its data orders: keys -(1000 + pass), apart from the head start's -1, -2, ...
 BATCHNORM_KEYS = 3 * NOISE_STREAM // 4  # the random starts of the BatchNorm re-estimate: epoch 0's stream too
+
+
+def freeze_stem(model: nn.Module) -> None:
+    """Keep the source's first convolution as it is: SGD's "freeze-embed" (Kumar et al., "How to
+    fine-tune vision models with SGD", ICLR 2024), whose gradients dwarf the rest of a ViT's."""
+    stem = find_stem(model)
+    if stem is None:
+        raise ConfigError("stem", "frozen", "the model has no convolution to keep")
+    model.get_submodule(stem).requires_grad_(False)
 
 
 def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -144,6 +154,8 @@ class Trainer:
         model = self.model.to(self.device)
         seed_epoch(self.config.seed, 0)  # e.g. a branch's initialisation depends on the seed alone
         self.method.prepare(model)
+        if self.config.stem == "frozen":
+            freeze_stem(model)
         if self.config.channels_last:
             model.to(memory_format=torch.channels_last)
         # Compiled in place, so every call of the model is compiled (the attacks, both AutoLoRa paths,
@@ -610,6 +622,7 @@ class Trainer:
             "read_statistics": self.config.read_statistics,
             "spike_ratio": self.config.spike_ratio,
             "warmup_steps": self.config.warmup_steps,
+            "stem": self.config.stem,
             "fixed_teacher": self.config.fixed_teacher,
             "natural_weight": self.config.natural_weight,
             "batchnorm": self.config.batchnorm,
