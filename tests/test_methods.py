@@ -431,9 +431,12 @@ def test_a_frozen_stem_keeps_the_sources_first_convolution_and_the_rest_trains(t
     held = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     assert id(stem.weight) not in held and id(after_stem.weight) in held
     assert torch.equal(stem.weight, source["stem"]) and not torch.equal(after_stem.weight, source["after"])
-    assert summary["stem"] == "frozen"
+    assert summary["stem"] == "frozen" and summary["frozen_stem"] == find_stem(trainer.model)
     with pytest.raises(ConfigError, match="stem"):
         TrainConfig(method="autolora", stem="thawed")
+    # the default recipe keeps only a stem that embeds patches; the paper's and vanilla's train it
+    assert TrainConfig(method="autolora").stem == "frozen-if-patches"
+    assert TrainConfig(method="autolora", recipe="paper").stem == TrainConfig(method="vanilla").stem == "trained"
 
 
 def test_the_paper_recipe_is_the_papers_algorithm():

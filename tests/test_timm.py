@@ -15,6 +15,7 @@ from autolora.inputs import IMAGENET_MEAN, InputSpec
 from autolora.lora import LoraLayer, export, find_stem, inject, natural_forward
 from autolora.models import InputOverrides, check_takes_its_input, create_model, load_classifier
 from autolora.models.timm_models import default_spec, timm_state_dict
+from autolora.train.stem import freeze_stem
 
 VIT = "timm:test_vit"  # timm's own tiny ViT for tests (CLI smoke runs use vit_tiny_patch16_224)
 CONVNEXT = "timm:convnext_atto"
@@ -76,6 +77,17 @@ def test_the_stem_is_the_first_convolution_branched_or_not(architecture, stem):
     model = create_model(architecture, 5, _spec(architecture))
     assert find_stem(model) == stem
     assert find_stem(inject(model, rank=4)) == stem  # it keeps no branch, so it is found the same way after
+
+
+@pytest.mark.parametrize(("architecture", "kept"), [(VIT, True), (CONVNEXT, True), ("resnet18", False)])
+def test_the_default_keeps_a_stem_that_embeds_patches_and_trains_any_other(architecture, kept):
+    spec = _spec(architecture) if architecture.startswith("timm:") else InputSpec.plain(3, 32)
+    model = create_model(architecture, 5, spec)
+    assert freeze_stem(model, "frozen-if-patches") == (find_stem(model) if kept else None)
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == ([f"{find_stem(model)}.{n}" for n, _ in model.get_submodule(find_stem(model)).named_parameters()]
+                      if kept else [])  # fmt: skip
+    assert freeze_stem(create_model(architecture, 5, spec), "trained") is None
 
 
 def test_convnext_branches_every_conv_after_the_stem():

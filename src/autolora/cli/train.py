@@ -11,7 +11,7 @@ from ..data import DataConfig
 from ..errors import ConfigError
 from ..eval import EvalConfig
 from ..models import InputOverrides
-from ..train import HEAD_INITS, TrainConfig, get_method, method_names
+from ..train import HEAD_INITS, STEMS, TrainConfig, get_method, method_names
 from . import options as o
 from .app import command, invocation
 from .reporter import RichReporter
@@ -123,6 +123,7 @@ def finetune(
     epochs: Annotated[int | None, o.option("Passes over the data (a cap where the method decides).", o.METHOD)] = None,
     lr: Annotated[float | None, o.option("LR (autolora: its rule's start). Default: the recipe's.", o.METHOD)] = None,
     head_init: Annotated[str | None, o.option(f"Head start: {', '.join(HEAD_INITS)}.", o.METHOD)] = None,
+    stem: Annotated[str | None, o.option(f"The first convolution: {', '.join(STEMS)}.", o.METHOD)] = None,
     recipe: Annotated[str, o.option("default (measured), or paper (the paper exactly).", o.METHOD)] = "default",
     beta: Annotated[float, o.option("TRADES beta of vanilla.", o.METHOD)] = 6.0,
     attack_steps: o.AttackSteps = 10,
@@ -166,6 +167,7 @@ def finetune(
         epochs=epochs,
         lr=lr,
         head_init=head_init,
+        stem=stem,
         batch_size=batch_size,
         weight_decay=weight_decay,
         beta=beta,

@@ -21,12 +21,14 @@ from .objectives import (
     trades_terms,
 )
 from .schedule import SCHEDULES, AutoLRSchedule, CosineSchedule, Decision, Schedule, StepDecaySchedule
+from .stem import STEMS, embeds_patches, freeze_stem
 from .trainer import Trainer
 
 __all__ = [
     "HEAD_INITS",
     "METHODS",
     "SCHEDULES",
+    "STEMS",
     "AdversarialCEObjective",
     "AutoLRSchedule",
     "AutoLoraObjective",
@@ -48,6 +50,8 @@ __all__ = [
     "Trainer",
     "autolora_loss",
     "autolora_loss_terms",
+    "embeds_patches",
+    "freeze_stem",
     "get_method",
     "kl_batchmean",
     "linear_probe",

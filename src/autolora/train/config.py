@@ -17,6 +17,7 @@ from .head_start import HEAD_INITS
 from .methods import get_method
 from .methods.autolora import NATURAL_WEIGHTS
 from .schedule import SCHEDULES
+from .stem import STEMS
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 VAL_METRICS = ("robust_acc", "robust_loss")
@@ -24,15 +25,11 @@ VAL_ATTACK_OBJECTIVES = {"ce": CrossEntropyObjective, "dlr": MarginObjective}  #
 # the settings a field left as None takes from the method's recipe
 RECIPE_FIELDS = ("lr", "epochs", "head_init", "period_steps", "val_metric", "val_attack_loss", "average_epochs",
                  "clean_share", "batchnorm", "attack_start", "natural_batchnorm", "fixed_teacher",
-                 "natural_weight", "read_statistics", "spike_ratio")  # fmt: skip
+                 "natural_weight", "read_statistics", "spike_ratio", "stem")  # fmt: skip
 ATTACK_STARTS = tuple(start.value for start in RandomStart)
 NATURAL_BATCHNORM = {  # AutoLoRa's natural path's BatchNorm running statistics (lora/statistics.py)
     "shared": "the feature extractor's own, updated by both paths (the paper)",
     "own": "a set of its own, so the model's own statistics are the deployed path's alone",
-}
-STEMS = {  # what fine-tuning does with the feature extractor's first convolution (lora.find_stem)
-    "trained": "trained as every other layer of the feature extractor (the paper)",
-    "frozen": "kept as the source has it: SGD freeze-embed (Kumar et al., ICLR 2024)",
 }
 RECIPES = {
     "default": "each method's measured defaults (see docs/method.md)",
@@ -82,7 +79,7 @@ class TrainConfig:
     # spike (train/spikes.py): an epoch with one that ends no better than it began halves the LR and rolls back
     find_lr: bool = False  # choose the initial LR by a range test instead (train/lr_search.py; experimental)
     warmup_steps: int = 0  # the LR rises linearly from 1/warmup_steps of the schedule's to all of it (experimental)
-    stem: str = "trained"  # STEMS: "frozen" keeps the source's first convolution (experimental)
+    stem: str | None = None  # STEMS: whether fine-tuning keeps the source's first convolution; None: the recipe's
     precision: str = "fp32"
     channels_last: bool = True  # measured faster on CPU too (benchmarks/RESULTS.md)
     compile: bool = False  # torch.compile the model's forward for training (runtime.compile_model)

@@ -51,7 +51,8 @@ class MethodDefaults:
     or each batch's own but the training attack's the running ones once the LR has fallen (ATTACK_TURNS_TO_RUNNING);
     ``spike_ratio``: a step whose gradient norm is this many times the median of the 8 before it is a spike,
     and an epoch with one that ends no better on validation than the model it started from halves the LR of a
-    schedule that halves (AutoLoRa's rule) and rolls back to the best model, as a non-finite loss does (0: off).
+    schedule that halves (AutoLoRa's rule) and rolls back to the best model, as a non-finite loss does (0: off);
+    ``stem``: what fine-tuning does with the feature extractor's first convolution (``train/stem.py``).
     """
 
     lr: float | None
@@ -71,8 +72,10 @@ class MethodDefaults:
     natural_weight: str = "lambda1"
     read_statistics: str = "running"
     spike_ratio: float = 0.0
+    stem: str = "trained"
 
 
+STEM_NOTES = {"trained": "", "frozen": ", the stem frozen", "frozen-if-patches": ", a patch-embedding stem frozen"}
 FIXED_FINETUNE = MethodDefaults(lr=0.01, epochs=30, schedule="step")  # the baselines: ÷10 at 50% and 75%
 PRETRAIN = MethodDefaults(lr=0.1, epochs=10, schedule="cosine")
 
@@ -207,5 +210,6 @@ class Method(ABC):
             + ("" if d.read_statistics == "running" else ", reads in training on batch statistics")
             + ("" if d.read_statistics != ATTACK_TURNS_TO_RUNNING else " (the attack's on the running ones later)")
             + ("" if not d.spike_ratio else f", halves on a harmful gradient spike (>{d.spike_ratio:g}x the median)")
+            + STEM_NOTES[d.stem]
             + ("" if not cls.recipes else f"; recipes: default, {', '.join(cls.recipes)}"),
         }

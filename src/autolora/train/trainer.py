@@ -25,7 +25,6 @@ from ..errors import CheckpointError, ConfigError
 from ..eval import evaluate
 from ..eval.metrics import METRIC_KEYS
 from ..fileio import read_json, save_tensors, write_json
-from ..lora import find_stem
 from ..models import ImageClassifier, save_run_model
 from ..runtime import compile_model
 from .averaging import WeightAverage, snapshot
@@ -41,21 +40,13 @@ from .run_dir import AUTOATTACK_STATE, SNAPSHOTS, SUMMARY, RunDirectory
 from .schedule import Decision
 from .spikes import GradientSpikes
 from .state import load_state, rng_state, save_state, seed_epoch, set_rng_state
+from .stem import freeze_stem
 
 PASS_STREAM = 100_003  # data-order keys of an epoch's repeated passes: epoch + pass * PASS_STREAM
 NOISE_STREAM = 1_000_000  # random-start keys: epoch * NOISE_STREAM + batch (validation: + NOISE_STREAM / 2)
 LR_SEARCH_KEYS = NOISE_STREAM // 4  # the LR search's random starts: epoch 0's stream, apart from the head start's
 LR_SEARCH_ORDER = 1_000  # its data orders: keys -(1000 + pass), apart from the head start's -1, -2, ...
 BATCHNORM_KEYS = 3 * NOISE_STREAM // 4  # the random starts of the BatchNorm re-estimate: epoch 0's stream too
-
-
-def freeze_stem(model: nn.Module) -> None:
-    """Keep the source's first convolution as it is: SGD's "freeze-embed" (Kumar et al., "How to
-    fine-tune vision models with SGD", ICLR 2024), whose gradients dwarf the rest of a ViT's."""
-    stem = find_stem(model)
-    if stem is None:
-        raise ConfigError("stem", "frozen", "the model has no convolution to keep")
-    model.get_submodule(stem).requires_grad_(False)
 
 
 def build_optimizer(parameters: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -154,8 +145,7 @@ class Trainer:
         model = self.model.to(self.device)
         seed_epoch(self.config.seed, 0)  # e.g. a branch's initialisation depends on the seed alone
         self.method.prepare(model)
-        if self.config.stem == "frozen":
-            freeze_stem(model)
+        self.frozen_stem = freeze_stem(model, self.config.stem)
         if self.config.channels_last:
             model.to(memory_format=torch.channels_last)
         # Compiled in place, so every call of the model is compiled (the attacks, both AutoLoRa paths,
@@ -623,6 +613,7 @@ class Trainer:
             "spike_ratio": self.config.spike_ratio,
             "warmup_steps": self.config.warmup_steps,
             "stem": self.config.stem,
+            "frozen_stem": self.frozen_stem,
             "fixed_teacher": self.config.fixed_teacher,
             "natural_weight": self.config.natural_weight,
             "batchnorm": self.config.batchnorm,

@@ -188,6 +188,7 @@ class AutoLoRa(Method):
         fixed_teacher=True,
         read_statistics=ATTACK_TURNS_TO_RUNNING,
         spike_ratio=5.0,
+        stem="frozen-if-patches",
     )  # see docs/method.md, "The default recipe", for why each differs from the paper
     recipes = {"paper": MethodDefaults(lr=0.1, epochs=60, schedule="auto", decides_length=True)}
     columns = ("lambda1", "lambda2", "nat_branch_acc")
