@@ -57,7 +57,9 @@ def test_two_processes_train_on_the_same_global_batch(tmp_path, source):
     # put them about 1.2e-3 apart
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=4e-4)
     assert two["nat_branch_acc"] == one["nat_branch_acc"]
-    assert abs(two["val_robust_acc"] - one["val_robust_acc"]) <= 0.02
+    # the validation the rule reads, its robust loss: 4.7e-4 apart on an AMD EPYC with AVX512 kernels, where the
+    # accuracies of this barely trained model (near chance, 100 images) were 3 images apart
+    assert two["val_robust_loss"] == pytest.approx(one["val_robust_loss"], rel=2e-3)
     assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == sorted(p.name for p in (tmp_path / "p1").iterdir())
     summary = json.loads((tmp_path / "p2" / "summary.json").read_text())
     assert summary["data"]["train"] == 200 and summary["n_test"] == 30
