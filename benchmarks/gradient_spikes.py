@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 import reproduce
-from autolora.fileio import write_json
 from autolora.train import trainer as training
 from autolora.train.config import TrainConfig
 from autolora.train.spikes import global_norm, ratios_to_recent_median, scaled_for_batch
@@ -159,14 +158,11 @@ def main() -> None:
     if args.clip is not None and args.clip <= 1.0 or args.window < 1:
         parser.error("give --clip above 1 (a multiple of the recent median) and a positive --window")
     rows = []
-    for task in args.tasks.split(","):
-        for budget in args.budgets.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                row = measure(args.clip, args.window, task, budget, seed, args.out)
-                print(f"{task} {budget} seed {seed} {row['run']}: {described(row)}", flush=True)
-                rows.append(row)
-    settings, path = vars(args) | {"out": str(args.out)}, args.out / RESULT
-    write_json(path, reproduce.merged_result(path, rows, settings, ("run", "task", "budget", "seed")))
+    for task, budget, seed in reproduce.cells(args):
+        row = measure(args.clip, args.window, task, budget, seed, args.out)
+        print(f"{task} {budget} seed {seed} {row['run']}: {described(row)}", flush=True)
+        rows.append(row)
+    reproduce.write_merged(args.out / RESULT, rows, args, ("run", "task", "budget", "seed"))
 
 
 if __name__ == "__main__":

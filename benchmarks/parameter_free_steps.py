@@ -196,13 +196,11 @@ def main() -> None:
     if missing := sorted({PACKAGES[name] for name in names if name in PACKAGES} - installed()):
         parser.error(f"{', '.join(missing)} not installed: pip install -e '.[optimizers]'")
     rows = []
-    for task in args.tasks.split(","):
-        for budget in args.budgets.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                for name in names:
-                    row = measure(name, task, budget, seed, args.out)
-                    print(f"{task} {budget} seed {seed} {name}: {described(row)}", flush=True)
-                    rows.append(row)
+    for task, budget, seed in reproduce.cells(args):
+        for name in names:
+            row = measure(name, task, budget, seed, args.out)
+            print(f"{task} {budget} seed {seed} {name}: {described(row)}", flush=True)
+            rows.append(row)
     write_json(args.out / RESULT, merged(args.out / RESULT, rows, vars(args) | {"out": str(args.out)}))
 
 

@@ -133,16 +133,13 @@ def main() -> None:
     training.Trainer._search_lr = survey
     (run,) = reproduce.select_runs(RANGE_TEST_ROW)
     found = []
-    for task in args.tasks.split(","):
-        for budget in args.budgets.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                shutil.rmtree(args.out / task / budget / f"seed{seed}", ignore_errors=True)  # a survey starts afresh
-                try:
-                    reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, args.out, False)
-                except Surveyed as done:
-                    found.append({"task": task, "budget": budget, "seed": seed, "sweeps": done.sweeps})
-                write_json(args.out / "range_test_survey.json", {"machine": machine(), "variants": VARIANTS,
-                                                                 "surveys": found})  # fmt: skip
+    for task, budget, seed in reproduce.cells(args):
+        shutil.rmtree(args.out / task / budget / f"seed{seed}", ignore_errors=True)  # a survey starts afresh
+        try:
+            reproduce.run_one(reproduce.TASKS[task], budget, seed, run, reproduce.FULL, args.out, False)
+        except Surveyed as done:
+            found.append({"task": task, "budget": budget, "seed": seed, "sweeps": done.sweeps})
+        write_json(args.out / "range_test_survey.json", {"machine": machine(), "variants": VARIANTS, "surveys": found})
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import shutil
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +152,12 @@ def before_the_tail_mean(name: str, **settings: Any) -> Run:
     return before_the_spike_halving(name, **{**BEST_ITERATE_TAIL, **BEFORE_THE_TEACHER, **settings})
 
 
+def before_the_patch_freeze(name: str, **settings: Any) -> Run:
+    """A row of AutoLoRa's default recipe measured before late on 2026-12-07, its stem trained
+    (``BEFORE_THE_PATCH_FREEZE``); its own settings beside that."""
+    return Run(name, "autolora", settings={**settings, **BEFORE_THE_PATCH_FREEZE})
+
+
 def before_the_spike_halving(name: str, lr: float | None = None, **settings: Any) -> Run:
     """A row of AutoLoRa's default recipe measured before 2026-12-06 (``BEFORE_DECEMBER_6``); its own settings
     win. A row defined as a plain ``Run`` is measured on the default of its day."""
@@ -233,34 +239,21 @@ RUNS = [
     before_the_spike_halving(BEFORE_THE_SPIKES_ROW),
     # the default until later on 2026-12-06, before the training attack read the running statistics once the LR
     # had fallen (its reads all on batch statistics)
-    Run(BEFORE_THE_ATTACK_READS_ROW, "autolora", settings={**BEFORE_THE_ATTACK_READS, **BEFORE_THE_PATCH_FREEZE}),
+    before_the_patch_freeze(BEFORE_THE_ATTACK_READS_ROW, **BEFORE_THE_ATTACK_READS),
     # the default until late on 2026-12-07, before a stem that embeds patches (a ViT's) was kept as the source has it
-    Run(BEFORE_THE_PATCH_FREEZE_ROW, "autolora", settings=BEFORE_THE_PATCH_FREEZE),
+    before_the_patch_freeze(BEFORE_THE_PATCH_FREEZE_ROW),
     # the start LR reached by a linear warm-up rather than taken at once (item 4 of issue 13: a start too high for a
     # backbone sharpens its loss to the stability bound within the first steps)
-    *(
-        Run(
-            f"autolora (warm-up {steps} steps)", "autolora", settings={"warmup_steps": steps, **BEFORE_THE_PATCH_FREEZE}
-        )
-        for steps in WARMUPS
-    ),
+    *(before_the_patch_freeze(f"autolora (warm-up {steps} steps)", warmup_steps=steps) for steps in WARMUPS),
     # with a fixed teacher λ1 no longer weighs the branch's objective against the adversarial one, only the rate at
     # which the branch and the head learn the natural one (issue 13: the poor source's clean gap at 1,000 labels)
-    Run(
-        "autolora (natural CE at full weight)",
-        "autolora",
-        settings={"natural_weight": "full", **BEFORE_THE_PATCH_FREEZE},
-    ),
+    before_the_patch_freeze("autolora (natural CE at full weight)", natural_weight="full"),
     # LP-FT's start (Kumar et al. 2022): the head fitted to clean features of the source first, so the first steps
     # move the features through a head that already reads them (issue 13: the poor source's clean gap)
-    Run("autolora (clean probe head start)", "autolora", settings={"head_init": "linear", **BEFORE_THE_PATCH_FREEZE}),
+    before_the_patch_freeze("autolora (clean probe head start)", head_init="linear"),
     # the branch's update scaled by 1/sqrt(r) instead of 1/r (rsLoRA, Kalajdzievski 2023): under SGD a branch's
     # update moves at the square of its scale, so the teacher learns 8 times faster at rank 8 (issue 13, item 3)
-    Run(
-        "autolora (rank-stabilised branch scale)",
-        "autolora",
-        settings={"branch_scale": "1/sqrt(r)", **BEFORE_THE_PATCH_FREEZE},
-    ),
+    before_the_patch_freeze("autolora (rank-stabilised branch scale)", branch_scale="1/sqrt(r)"),
     # SGD's freeze-embed (Kumar et al., ICLR 2024): a ViT's patch embedding, whose fine-tuning gradients dwarf the
     # rest of the network's, kept as the source has it (issue 13, item 4: the start 0.1 too high for the ViT);
     # vanilla at the ViT's two best LRs the same way, since the fix is SGD's, not AutoLoRa's
@@ -555,6 +548,20 @@ def merged_result(path: Path, rows: list[dict[str, Any]], settings: dict[str, An
     found = {tuple(row[name] for name in key): row for row in [*before["rows"], *rows]}
     invocations = [*before["invocations"], {"machine": machine(), "settings": settings}]
     return {"invocations": invocations, "rows": list(found.values())}
+
+
+def cells(args: argparse.Namespace) -> Iterator[tuple[str, str, int]]:
+    """The task, budget and seed of each cell a benchmark's comma-separated ``--tasks``, ``--budgets`` and
+    ``--seeds`` name, tasks outermost."""
+    for task in args.tasks.split(","):
+        for budget in args.budgets.split(","):
+            for seed in args.seeds.split(","):
+                yield task, budget, int(seed)
+
+
+def write_merged(path: Path, rows: list[dict[str, Any]], args: argparse.Namespace, key: tuple[str, ...]) -> None:
+    """``merged_result`` written to ``path``, with the invocation's arguments as its settings."""
+    write_json(path, merged_result(path, rows, vars(args) | {"out": str(args.out)}, key))
 
 
 def run_study(tasks: list[str], budgets: list[str], seeds: list[int], runs: list[Run], size: Size, out: Path,

@@ -30,7 +30,6 @@ import torch
 from torch import nn
 
 import reproduce
-from autolora.fileio import write_json
 from autolora.lora import find_head, find_stem
 from autolora.train import trainer as training
 
@@ -131,14 +130,11 @@ def main() -> None:
     args = parser.parse_args()
     reproduce.study_sources_in(args.out)
     rows = []
-    for task in args.tasks.split(","):
-        for budget in args.budgets.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                row = measure(task, budget, seed, args.out)
-                print(f"{task} {budget} seed {seed}: {described(row['stem_gradients'])}", flush=True)
-                rows.append(row)
-    settings, path = vars(args) | {"out": str(args.out)}, args.out / RESULT
-    write_json(path, reproduce.merged_result(path, rows, settings, ("run", "task", "budget", "seed")))
+    for task, budget, seed in reproduce.cells(args):
+        row = measure(task, budget, seed, args.out)
+        print(f"{task} {budget} seed {seed}: {described(row['stem_gradients'])}", flush=True)
+        rows.append(row)
+    reproduce.write_merged(args.out / RESULT, rows, args, ("run", "task", "budget", "seed"))
 
 
 if __name__ == "__main__":
