@@ -3,11 +3,12 @@
 Kumar, Shen, Bubeck and Gunasekar ("How to fine-tune vision models with SGD", ICLR 2024) found SGD
 fine-tuning of ViTs and ConvNeXts behind AdamW where the first ("embedding") layer's gradients are
 much larger than the other layers', and SGD with that layer frozen level with AdamW. This traces the
-study's default recipe and, before every optimizer step, the gradient norm of each weight of the
-feature extractor (the low-rank branches and the head left out, as they are not the source's): the
-stem's (``lora.find_stem``: a ViT's patch embedding, a ResNet's first convolution) against the
-median of the other layers', as is and relative to each weight's own norm (the step SGD takes is
-the LR times the gradient, so the relative norm is how far a step moves a layer).
+study's default recipe, its stem trained as the paper's is, and, before every optimizer step, the
+gradient norm of each weight of the feature extractor (the low-rank branches and the head left out,
+as they are not the source's): the stem's (``lora.find_stem``: a ViT's patch embedding, a ResNet's
+first convolution) against the median of the other layers', as is and relative to each weight's own
+norm (the step SGD takes is the LR times the gradient, so the relative norm is how far a step moves
+a layer).
 
     python benchmarks/stem_gradients.py [--tasks fmnist-split-vit,digits-to-fashion]
         [--budgets 300] [--seeds 0] [--out runs/stem_gradients]
@@ -35,7 +36,9 @@ from autolora.train import trainer as training
 
 TRACE = "stem_gradients.json"
 RESULT = "stem_gradients.json"
-RUN = reproduce.Run("autolora (stem gradients traced)", "autolora")  # the default recipe, nothing else
+# the default recipe with its stem trained: since late on 2026-12-07 the default keeps a stem that embeds patches as the
+# source has it, and a frozen stem has no gradient to read (on a ResNet the same run as the default's)
+RUN = reproduce.Run("autolora (stem gradients traced)", "autolora", settings={"stem": "trained"})
 
 
 def source_weights(model: nn.Module) -> dict[str, nn.Parameter]:
