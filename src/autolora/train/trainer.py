@@ -553,7 +553,9 @@ class Trainer:
             if with_clean
             else f"adversarial examples of {int(seen)} images"
         )
-        self.reporter.message(f"BatchNorm statistics re-estimated on {inputs}")
+        self.reporter.message(
+            f"BatchNorm statistics re-estimated on {inputs}" if seen else "No BatchNorm statistics to re-estimate"
+        )
         return held.state_dict(), int(seen)
 
     def _finish(self) -> dict[str, Any]:
