@@ -329,6 +329,7 @@ class Task:
     classes: str | None
     source: Callable[[Size, Path], Path]
     description: str
+    patch_stem: bool = False  # whether the source's stem embeds patches (``train/stem.py``), so the default keeps it
 
     def data(self, budget: int | None, size: Size, seed: int) -> DataConfig:
         return DataConfig(self.dataset, classes=self.classes, limit_train=budget, limit_test=size.limit_test, seed=seed)
@@ -344,10 +345,11 @@ TASKS = {
         Task("digits-to-fashion", "fashion-mnist", None, digits_source,
              "digits -> Fashion-MNIST (a source that fits its target poorly: the trap task)"),
         Task("fmnist-split-vit", "fashion-mnist", "5-9", timm_fmnist_0_4_source("test_vit", "fmnist-split-vit"),
-             "Fashion-MNIST 0-4 -> 5-9 on a small ViT (a backbone without BatchNorm)"),
+             "Fashion-MNIST 0-4 -> 5-9 on a small ViT (a backbone without BatchNorm)", patch_stem=True),
         Task("fmnist-split-convnext", "fashion-mnist", "5-9",
              timm_fmnist_0_4_source("test_convnext", "fmnist-split-convnext"),
-             "Fashion-MNIST 0-4 -> 5-9 on a small ConvNeXt (a 4x4 patch stem, LayerNorm; no BatchNorm)"),
+             "Fashion-MNIST 0-4 -> 5-9 on a small ConvNeXt (a 4x4 patch stem, LayerNorm; no BatchNorm)",
+             patch_stem=True),
     )
 }  # fmt: skip
 STUDY_TASKS = ("digits", "fmnist-split", "fmnist-inverted", "digits-to-fashion")  # what the study runs unasked
@@ -385,7 +387,9 @@ def measured_as_asked(row: dict[str, Any], run: Run, config: TrainConfig, size: 
     recipe's where the run named none, so a recipe's new schedule makes its rows out of date (a row
     without one, from before 2026-12-05, is taken as current; one trained under another name that
     makes the same run says so in `schedule_as_trained`). So are the rule's settings (``RULE_SETTINGS``)
-    of a row from before it recorded them; the LR it started at (``initial_lr``) every row records.
+    of a row from before it recorded them; the LR it started at (``initial_lr``) every row records. Whether
+    the stem was kept (``frozen_stem``) a row records since 2026-12-08; one from before kept it only if its
+    run asked for ``stem="frozen"`` (the rows of the default measured before the patch freeze were renamed).
     """
     same_size = row.get("size", FULL.__dict__) == size.__dict__  # rows without one are full-size runs
     before = settings_before_they_existed(run.method) | {"batchnorm": "training"}
@@ -393,7 +397,15 @@ def measured_as_asked(row: dict[str, Any], run: Run, config: TrainConfig, size: 
     recorded |= {name: row.get(name, getattr(config, name)) for name in RULE_SETTINGS}
     recorded["resolved_schedule"] = row.get("schedule", config.resolved_schedule)
     same_lr = config.lr is None or config.find_lr or row.get("initial_lr") == config.lr
-    return same_size and same_lr and all(value == getattr(config, name) for name, value in recorded.items())
+    same_stem = bool(row.get("frozen_stem", config.stem == "frozen")) == keeps_stem(config, TASKS[row["task"]])
+    return (
+        same_size and same_lr and same_stem and all(value == getattr(config, name) for name, value in recorded.items())
+    )
+
+
+def keeps_stem(config: TrainConfig, task: Task) -> bool:
+    """Whether a run of ``config`` on ``task`` keeps the source's stem (``train/stem.py``)."""
+    return config.stem == "frozen" or (config.stem == "frozen-if-patches" and task.patch_stem)
 
 
 def study_sources_in(out: Path) -> None:
@@ -447,6 +459,7 @@ def run_one(task: Task, budget: str, seed: int, run: Run, size: Size, out: Path,
         "machine": machine(),
         "source_sha256": file_digest(source / "model.safetensors"),  # sources trained by the script differ by machine
         "nat_branch_acc_first_epochs": early if any(a is not None for a in early) else None,
+        "frozen_stem": summary.get("frozen_stem") is not None,
         **{k: summary.get(k) for k in (*METRICS, "epochs", "passes", "stop_reason", "initial_lr", "optimizer_steps",
                                        "attack_passes", "n_test", "data", "head_start", "batchnorm_images",
                                        *ROW_SETTINGS, *RULE_SETTINGS)},

@@ -99,6 +99,27 @@ def test_every_committed_study_row_stands_for_the_run_it_names():
         assert study.measured_as_asked(row, run, study.train_config(run, size, row["seed"], False), size), row["dir"]
 
 
+def test_a_study_row_is_judged_by_whether_its_run_kept_the_stem(tmp_path):
+    """The default keeps a stem that embeds patches: a task's flag for that is its source's, and a ViT
+    row trained with the stem (before the freeze) does not stand for today's default."""
+    from autolora.lora import find_stem
+    from autolora.train.stem import embeds_patches
+
+    study = load_study()
+    study.study_sources_in(tmp_path)
+    for task in study.TASKS.values():
+        model = load_classifier(task.source(study.FULL, tmp_path))[0]
+        assert embeds_patches(model.get_submodule(find_stem(model))) == task.patch_stem, task.name
+    runs = {run.name: run for run in study.RUNS}
+    cell = ROOT / "benchmarks" / "results" / "study_controls" / "rows_vit_avx512" / "fmnist-split-vit" / "300" / "seed0"
+    trained = json.loads((cell / "autolora__the_default_before_the_frozen_patch_embedding.json").read_text())
+    for name, current in (("autolora (the default before the frozen patch embedding)", True), ("autolora", False)):
+        config = study.train_config(runs[name], study.FULL, 0, False)
+        assert study.measured_as_asked(trained, runs[name], config, study.FULL) == current, name
+    config = study.train_config(runs["autolora"], study.FULL, 0, False)
+    assert study.measured_as_asked(trained | {"frozen_stem": True}, runs["autolora"], config, study.FULL)
+
+
 def test_the_study_report_names_the_machines_that_measured_its_rows():
     """CPU results differ between models, so a study whose rows come from several machines says which."""
     study = load_study()
