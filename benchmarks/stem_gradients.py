@@ -63,8 +63,10 @@ def step_record(weights: dict[str, nn.Parameter], stem: str) -> dict[str, float]
     return {
         "stem": grad,
         "others_median": statistics.median(g for g, _ in others),
+        "others_largest": max(g for g, _ in others),
         "stem_relative": grad / weight,
         "others_relative_median": statistics.median(g / w for g, w in others),
+        "others_relative_largest": max(g / w for g, w in others),
     }
 
 
@@ -99,15 +101,22 @@ def stem_traced(trace: list[dict[str, float]]) -> Iterator[None]:
 def summarise(trace: list[dict[str, float]]) -> dict[str, Any]:
     """Medians over the run's steps (the steps before the features see any gradient are left out)."""
     live = [step for step in trace if step["others_median"] > 0]
-    ratio = [step["stem"] / step["others_median"] for step in live]
-    relative = [step["stem_relative"] / step["others_relative_median"] for step in live]
     return {
         "steps": len(trace),
         "steps_with_feature_gradients": len(live),
-        "stem_over_others_median": statistics.median(ratio) if ratio else None,
-        "stem_over_others_largest": max(ratio, default=None),
-        "relative_stem_over_others_median": statistics.median(relative) if relative else None,
+        "stem_over_others_median": median_of(live, "stem", "others_median"),
+        "stem_over_others_largest": max((step["stem"] / step["others_median"] for step in live), default=None),
+        "relative_stem_over_others_median": median_of(live, "stem_relative", "others_relative_median"),
+        # against the largest other layer: a median can sit among layers a residual scale keeps small (ConvNeXt's)
+        "stem_over_largest_other_median": median_of(live, "stem", "others_largest"),
+        "relative_stem_over_largest_other_median": median_of(live, "stem_relative", "others_relative_largest"),
     }
+
+
+def median_of(steps: list[dict[str, float]], numerator: str, denominator: str) -> float | None:
+    """The median over ``steps`` of one recorded norm over another (None where no step recorded both)."""
+    ratios = [step[numerator] / step[denominator] for step in steps if denominator in step]
+    return statistics.median(ratios) if ratios else None
 
 
 def measure(task: str, budget: str, seed: int, out: Path) -> dict[str, Any]:
@@ -120,7 +129,9 @@ def described(brief: dict[str, Any]) -> str:
     return (
         f"the stem's gradient norm is {brief['stem_over_others_median']:.3g} times the other layers' median"
         f" (largest {brief['stem_over_others_largest']:.3g}); relative to the weights' norms"
-        f" {brief['relative_stem_over_others_median']:.3g} times"
+        f" {brief['relative_stem_over_others_median']:.3g} times; against the largest other layer's"
+        f" {brief['stem_over_largest_other_median']:.3g} times"
+        f" (relative {brief['relative_stem_over_largest_other_median']:.3g})"
     )
 
 
