@@ -6,9 +6,9 @@ much larger than the other layers', and SGD with that layer frozen level with Ad
 study's default recipe, its stem trained as the paper's is, and, before every optimizer step, the
 gradient norm of each weight of the feature extractor (the low-rank branches and the head left out,
 as they are not the source's): the stem's (``lora.find_stem``: a ViT's patch embedding, a ResNet's
-first convolution) against the median of the other layers', as is and relative to each weight's own
-norm (the step SGD takes is the LR times the gradient, so the relative norm is how far a step moves
-a layer).
+first convolution) against the median of the other layers' and against the largest of them, as is
+and relative to each weight's own norm (the step SGD takes is the LR times the gradient, so the
+relative norm is how far a step moves a layer).
 
     python benchmarks/stem_gradients.py [--tasks fmnist-split-vit,digits-to-fashion]
         [--budgets 300] [--seeds 0] [--out runs/stem_gradients]
