@@ -63,6 +63,7 @@ from autolora.train.config import settings_before_they_existed
 from autolora.train.progress import LogReporter
 from autolora.train.run_dir import STATE
 from autolora.train.state import load_state_record
+from autolora.train.stem import keeps_stem
 
 VANILLA_LRS = (0.001, 0.01, 0.1)
 RECIPE_LR = get_method("autolora").defaults.lr  # where the default recipe starts its LR rule
@@ -397,15 +398,11 @@ def measured_as_asked(row: dict[str, Any], run: Run, config: TrainConfig, size: 
     recorded |= {name: row.get(name, getattr(config, name)) for name in RULE_SETTINGS}
     recorded["resolved_schedule"] = row.get("schedule", config.resolved_schedule)
     same_lr = config.lr is None or config.find_lr or row.get("initial_lr") == config.lr
-    same_stem = bool(row.get("frozen_stem", config.stem == "frozen")) == keeps_stem(config, TASKS[row["task"]])
+    kept_now = keeps_stem(config.stem, TASKS[row["task"]].patch_stem)
+    same_stem = bool(row.get("frozen_stem", config.stem == "frozen")) == kept_now
     return (
         same_size and same_lr and same_stem and all(value == getattr(config, name) for name, value in recorded.items())
     )
-
-
-def keeps_stem(config: TrainConfig, task: Task) -> bool:
-    """Whether a run of ``config`` on ``task`` keeps the source's stem (``train/stem.py``)."""
-    return config.stem == "frozen" or (config.stem == "frozen-if-patches" and task.patch_stem)
 
 
 def study_sources_in(out: Path) -> None:

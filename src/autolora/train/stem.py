@@ -28,6 +28,11 @@ def embeds_patches(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Conv2d) and layer.stride == layer.kernel_size and max(layer.kernel_size) > 1
 
 
+def keeps_stem(setting: str, patches: bool) -> bool:
+    """Whether ``setting`` (one of STEMS) keeps a stem that embeds patches (``patches``) or one that does not."""
+    return setting == "frozen" or (setting == "frozen-if-patches" and patches)
+
+
 def freeze_stem(model: nn.Module, setting: str) -> str | None:
     """Keep the stem as it is where ``setting`` (one of STEMS) says so; the name of the layer kept, or None."""
     if setting == "trained":
@@ -38,7 +43,7 @@ def freeze_stem(model: nn.Module, setting: str) -> str | None:
             raise ConfigError("stem", setting, "the model has no convolution to keep")
         return None
     stem = model.get_submodule(name)
-    if setting == "frozen-if-patches" and not embeds_patches(stem):
+    if not keeps_stem(setting, embeds_patches(stem)):
         return None
     stem.requires_grad_(False)
     return name
